@@ -1,0 +1,226 @@
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <c10/util/irange.h>
+
+#include <cstring>
+
+#include "../lstm_args.h"
+#include "../lstm_math.h"
+#include "lstm_cpu.h"
+#include "parallel_grain.h"
+
+namespace rnnkernels {
+namespace {
+
+template <typename scalar_t>
+struct BackwardBuffers {
+  const scalar_t* grad_y;  // (T, B, P) or null
+  const scalar_t* h0;      // (B, P)
+  const scalar_t* c0;      // (B, H)
+  const scalar_t* y;       // (T, B, P)
+  const scalar_t* gates;   // (T, B, 4H)
+  const scalar_t* cells;   // (T, B, H)
+  const bool* reset;       // (T, B) or null
+  scalar_t* dG;            // (T, B, 4H) out: pre-activation gradients
+  scalar_t* h_prev;        // (T, B, P) out: the h each step multiplied w_hh by
+  scalar_t* dh_all;        // (T, B, P) out with a projection: dL/dy_t in total
+  scalar_t* r_all;         // (T, B, H) out with a projection: o * tanh(c)
+  scalar_t* dh;            // (B, P) carried gradient of h
+  scalar_t* dc;            // (B, H) carried gradient of c
+  const scalar_t* dr;      // (B, H) with a projection: dh pushed through w_hr
+};
+
+// Whether gradient stops between processing steps s-1 and s for sample b.
+inline bool cut_before(int64_t s, int64_t len, bool reverse, int64_t window,
+                       const bool* reset, int64_t b, int64_t B) {
+  return window_cut(s, len, reverse, window) ||
+         reset_before(s, len, reverse, reset ? reset + b : nullptr, B);
+}
+
+// Adds the output gradient of step s to the carried dh and records what the
+// weight gradients need: the h this step read (zero after a reset) and, with
+// a projection, the total dh.
+template <typename scalar_t>
+void step_rows(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
+               const int64_t* lens, BackwardBuffers<scalar_t>& buf) {
+  const int64_t B = d.B, P = d.P;
+  for (const auto b : c10::irange(nb)) {
+    const int64_t t = step_time(s, lens[b], reverse);
+    scalar_t* dh = buf.dh + b * P;
+    if (buf.grad_y != nullptr) {
+      const scalar_t* gy = buf.grad_y + (t * B + b) * P;
+      for (const auto j : c10::irange(P)) dh[j] += gy[j];
+    }
+    if (buf.dh_all != nullptr)
+      std::memcpy(buf.dh_all + (t * B + b) * P, dh, P * sizeof(scalar_t));
+    scalar_t* hp = buf.h_prev + (t * B + b) * P;
+    if (reset_before(s, lens[b], reverse, buf.reset ? buf.reset + b : nullptr,
+                     B)) {
+      std::memset(hp, 0, P * sizeof(scalar_t));
+    } else {
+      const scalar_t* src =
+          s == 0 ? buf.h0 + b * P
+                 : buf.y + (step_time(s - 1, lens[b], reverse) * B + b) * P;
+      std::memcpy(hp, src, P * sizeof(scalar_t));
+    }
+  }
+}
+
+// The fused backward pass of one step for the first nb samples.
+template <typename scalar_t>
+void gate_grad_pass(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
+                    int64_t window, const int64_t* lens,
+                    BackwardBuffers<scalar_t>& buf) {
+  const int64_t B = d.B, H = d.H, P = d.P;
+  at::parallel_for(0, nb * H, kGatePassGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const int64_t b = idx / H, j = idx % H;
+      const int64_t len = lens[b];
+      const int64_t t = step_time(s, len, reverse);
+      const scalar_t* a = buf.gates + (t * B + b) * 4 * H + j;
+      const scalar_t c = buf.cells[(t * B + b) * H + j];
+      const bool zeroed = reset_before(
+          s, len, reverse, buf.reset ? buf.reset + b : nullptr, B);
+      scalar_t c_prev = 0;
+      if (!zeroed) {
+        c_prev = s == 0 ? buf.c0[b * H + j]
+                        : buf.cells[(step_time(s - 1, len, reverse) * B + b) * H + j];
+      }
+      const scalar_t dh = buf.dr != nullptr ? buf.dr[b * H + j]
+                                            : buf.dh[b * P + j];
+      const auto g = cell_backward<scalar_t>(a[0], a[H], a[2 * H], a[3 * H], c,
+                                             c_prev, dh, buf.dc[b * H + j]);
+      scalar_t* dG = buf.dG + (t * B + b) * 4 * H + j;
+      dG[0] = g.di;
+      dG[H] = g.df;
+      dG[2 * H] = g.dg;
+      dG[3 * H] = g.do_;
+      if (buf.r_all != nullptr)
+        buf.r_all[(t * B + b) * H + j] = a[3 * H] * tanh_(c);
+      const bool cut = cut_before(s, len, reverse, window, buf.reset, b, B);
+      buf.dc[b * H + j] = cut ? scalar_t(0) : g.dc_prev;
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
+                    bool reverse, int64_t window, const at::Tensor& w_hh,
+                    const std::optional<at::Tensor>& w_hr, at::Tensor& dG,
+                    at::Tensor& dh, at::Tensor& dr,
+                    BackwardBuffers<scalar_t>& buf) {
+  const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
+  // Reverse directions with ragged lengths read a different time per sample,
+  // so their rows of dG for one step must be gathered before the GEMM.
+  const bool ragged = reverse && dG.numel() > 0 &&
+                      lens.front() != lens.back();
+  at::Tensor gathered = ragged ? at::empty({B, 4 * H}, dG.options())
+                               : at::Tensor();
+  int64_t nb = 0;
+  for (int64_t s = T - 1; s >= 0; --s) {
+    while (nb < B && lens[nb] > s) ++nb;
+    if (nb == 0) continue;
+    step_rows<scalar_t>(d, s, nb, reverse, lens.data(), buf);
+    if (d.proj) {
+      at::Tensor drn = dr.narrow(0, 0, nb);
+      at::mm_out(drn, dh.narrow(0, 0, nb), *w_hr);
+    }
+    gate_grad_pass<scalar_t>(d, s, nb, reverse, window, lens.data(), buf);
+
+    at::Tensor dG_step;
+    if (ragged) {
+      scalar_t* dst = gathered.data_ptr<scalar_t>();
+      for (const auto b : c10::irange(nb)) {
+        const int64_t t = step_time(s, lens[b], reverse);
+        std::memcpy(dst + b * 4 * H, buf.dG + (t * B + b) * 4 * H,
+                    4 * H * sizeof(scalar_t));
+      }
+      dG_step = gathered.narrow(0, 0, nb);
+    } else {
+      // Every running sample is at the same time index.
+      dG_step = dG[step_time(s, lens[0], reverse)].narrow(0, 0, nb);
+    }
+    at::Tensor dhn = dh.narrow(0, 0, nb);
+    at::mm_out(dhn, dG_step, w_hh);
+    for (const auto b : c10::irange(nb)) {
+      if (cut_before(s, lens[b], reverse, window, buf.reset, b, B))
+        std::memset(buf.dh + b * P, 0, P * sizeof(scalar_t));
+    }
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor>
+lstm_backward_cpu(const std::optional<at::Tensor>& grad_y,
+                  const std::optional<at::Tensor>& grad_hn,
+                  const std::optional<at::Tensor>& grad_cn,
+                  const at::Tensor& x, const at::Tensor& h0,
+                  const at::Tensor& c0, const at::Tensor& w_ih,
+                  const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
+                  const std::optional<at::Tensor>& reset,
+                  const std::optional<at::Tensor>& lengths,
+                  const at::Tensor& y, const at::Tensor& gates,
+                  const at::Tensor& cells, int64_t window, bool reverse,
+                  bool need_dx, bool need_bias) {
+  const LstmDims d =
+      check_forward_args(x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt,
+                         w_hr, reset, lengths, window);
+  check_backward_args(d, x, grad_y, grad_hn, grad_cn, y, gates, cells);
+  const std::vector<int64_t> lens = lengths_vector(d, lengths);
+  const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
+  const auto opts = x.options();
+  // Padding positions are skipped by the steps and must add nothing to the
+  // weight gradients, so they start at zero.
+  auto alloc = [&](at::IntArrayRef shape) {
+    return lengths ? at::zeros(shape, opts) : at::empty(shape, opts);
+  };
+
+  at::Tensor dG = alloc({T, B, 4 * H});
+  at::Tensor h_prev = alloc({T, B, P});
+  at::Tensor dh_all = d.proj ? alloc({T, B, P}) : at::Tensor();
+  at::Tensor r_all = d.proj ? alloc({T, B, H}) : at::Tensor();
+  at::Tensor dh = grad_hn ? grad_hn->contiguous().clone() : at::zeros({B, P}, opts);
+  at::Tensor dc = grad_cn ? grad_cn->contiguous().clone() : at::zeros({B, H}, opts);
+  at::Tensor dr = d.proj ? at::empty({B, H}, opts) : at::Tensor();
+  const at::Tensor gy = grad_y ? grad_y->contiguous() : at::Tensor();
+  const at::Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
+  const at::Tensor yc = y.contiguous(), gc = gates.contiguous(),
+                   cc = cells.contiguous();
+  const at::Tensor rc = reset ? reset->contiguous() : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkernels_lstm_backward_cpu", [&] {
+    BackwardBuffers<scalar_t> buf{
+        grad_y ? gy.const_data_ptr<scalar_t>() : nullptr,
+        h0c.const_data_ptr<scalar_t>(),
+        c0c.const_data_ptr<scalar_t>(),
+        yc.const_data_ptr<scalar_t>(),
+        gc.const_data_ptr<scalar_t>(),
+        cc.const_data_ptr<scalar_t>(),
+        reset ? rc.const_data_ptr<bool>() : nullptr,
+        dG.data_ptr<scalar_t>(),
+        h_prev.data_ptr<scalar_t>(),
+        d.proj ? dh_all.data_ptr<scalar_t>() : nullptr,
+        d.proj ? r_all.data_ptr<scalar_t>() : nullptr,
+        dh.data_ptr<scalar_t>(),
+        dc.data_ptr<scalar_t>(),
+        d.proj ? dr.const_data_ptr<scalar_t>() : nullptr};
+    backward_steps<scalar_t>(d, lens, reverse, window, w_hh, w_hr, dG, dh, dr,
+                             buf);
+  });
+
+  // Everything that is not recurrent: one large GEMM each over all steps.
+  const at::Tensor dG2 = dG.view({T * B, 4 * H});
+  const at::Tensor dx = need_dx ? at::mm(dG2, w_ih).view({T, B, d.I})
+                                : at::empty({0}, opts);
+  const at::Tensor dw_ih = at::mm(dG2.t(), x.reshape({T * B, d.I}));
+  const at::Tensor dw_hh = at::mm(dG2.t(), h_prev.view({T * B, P}));
+  const at::Tensor db = need_bias ? dG2.sum(0) : at::empty({0}, opts);
+  const at::Tensor dw_hr =
+      d.proj ? at::mm(dh_all.view({T * B, P}).t(), r_all.view({T * B, H}))
+             : at::empty({0}, opts);
+  return {dx, dh, dc, dw_ih, dw_hh, db, dw_hr};
+}
+
+}  // namespace rnnkernels

@@ -1,0 +1,239 @@
+"""rnnkernels.LSTM: a drop-in replacement for torch.nn.LSTM on the fused op."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import _extension, reference
+from .ops import lstm_layer as fused_layer
+
+BACKENDS = ("auto", "fused", "reference")
+
+
+def check_window(window) -> int:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"window must be a non-negative int (0 turns truncation off), got {window!r}")
+    return window
+
+
+def check_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "fused" and not _extension.cpu_extension():
+        raise RuntimeError(f"rnnkernels: backend='fused' needs the compiled extension, which did not load: {_extension.LOAD_ERROR}")
+    return backend
+
+
+class LSTM(nn.RNNBase):
+    r"""Applies a multi-layer LSTM exactly like :class:`torch.nn.LSTM`, on fused kernels.
+
+    Constructor arguments, parameter names, shapes and initialisation are those
+    of ``nn.LSTM`` (``load_state_dict`` works both ways), plus keyword-only:
+
+    * ``backend``: ``"auto"`` (fused when the extension is built, else the
+      reference with one warning), ``"fused"`` or ``"reference"``.
+    * ``window``: default TBPTT window for :meth:`forward` (0 = no truncation).
+
+    ``forward(input, hx=None, *, window=None, reset=None)`` returns
+    ``(output, (h_n, c_n))`` as ``nn.LSTM`` does. ``window=k`` keeps the forward
+    values and stops gradients crossing the recurrent state every k steps;
+    ``reset`` is a bool mask shaped like ``input`` without its feature
+    dimension ((T, B), or (B, T) with ``batch_first``) that zeroes a sample's
+    state before the steps where it is set.
+
+    It subclasses ``nn.RNNBase`` rather than ``nn.LSTM`` because
+    ``torch.compile`` refuses every ``nn.LSTM`` instance.
+    """
+
+    # nn.LSTM's own checks, so that errors read exactly as nn.LSTM's do.
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
+
+    def __init__(self, *args, backend: str = "auto", window: int = 0, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+        self.backend = check_backend(backend)
+        self.window = check_window(window)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        if self.window:
+            s += f", window={self.window}"
+        return s
+
+    def _layer_fn(self):
+        if self.backend == "reference":
+            return reference.lstm_layer
+        if _extension.cpu_extension():
+            return fused_layer
+        _extension.warn_fallback_once()
+        return reference.lstm_layer
+
+    def _weights(self, layer: int, suffix: str):
+        names = [f"weight_ih_l{layer}{suffix}", f"weight_hh_l{layer}{suffix}"]
+        get = lambda n: getattr(self, n) if hasattr(self, n) else None  # noqa: E731
+        w_ih, w_hh = get(names[0]), get(names[1])
+        b_ih = get(f"bias_ih_l{layer}{suffix}") if self.bias else None
+        b_hh = get(f"bias_hh_l{layer}{suffix}") if self.bias else None
+        w_hr = get(f"weight_hr_l{layer}{suffix}") if self.proj_size > 0 else None
+        return w_ih, w_hh, b_ih, b_hh, w_hr
+
+    def forward(self, input, hx=None, *, window=None, reset=None):
+        window = self.window if window is None else check_window(window)
+        num_directions = 2 if self.bidirectional else 1
+        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        packed = isinstance(input, PackedSequence)
+        lengths = None
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            max_batch_size = int(batch_sizes[0])
+            x = data
+            is_batched, batch_dim = True, 1
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            x = input if is_batched else input.unsqueeze(batch_dim)
+            max_batch_size = x.size(batch_dim)
+            sorted_indices = unsorted_indices = None
+            batch_sizes = None
+        if hx is None:
+            shape = (self.num_layers * num_directions, max_batch_size)
+            hx = (
+                torch.zeros(*shape, real_hidden_size, dtype=x.dtype, device=x.device),
+                torch.zeros(*shape, self.hidden_size, dtype=x.dtype, device=x.device),
+            )
+        elif packed:
+            hx = self.permute_hidden(hx, sorted_indices)
+        else:
+            want = 3 if is_batched else 2
+            if hx[0].dim() != want or hx[1].dim() != want:
+                kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                raise RuntimeError(
+                    f"For {kind} input, hx and cx should also be {want}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
+            if not is_batched:
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if packed:
+            # The state is checked in the sorted batch order the kernels use.
+            self.check_forward_args(data, hx, batch_sizes)
+            x, lengths = _unpack_sorted(data, batch_sizes)
+        else:
+            self.check_forward_args(x, hx, None)
+            if self.batch_first:
+                x = x.transpose(0, 1)
+        if x.size(0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        reset = self._time_major_reset(reset, x, is_batched, sorted_indices)
+
+        out, h_n, c_n = self._run_stack(x, hx, reset, lengths, window)
+
+        if packed:
+            out_data = out[_packed_index(batch_sizes, out.device)]
+            return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), self.permute_hidden(
+                (h_n, c_n), unsorted_indices
+            )
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        if not is_batched:
+            return out.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
+        return out, (h_n, c_n)
+
+    def _time_major_reset(self, reset, x, is_batched, sorted_indices):
+        """The reset mask as (T, B) bool in the batch order the kernels see."""
+        if reset is None:
+            return None
+        if reset.dtype != torch.bool:
+            raise TypeError(f"reset must be a bool tensor, got {reset.dtype}")
+        if not is_batched:
+            reset = reset.unsqueeze(1)
+        elif self.batch_first and sorted_indices is None:
+            reset = reset.transpose(0, 1)
+        if sorted_indices is not None:
+            reset = reset.index_select(1, sorted_indices.to(reset.device))
+        T, B = x.shape[:2]
+        if reset.shape != (T, B):
+            layout = "(B, T)" if self.batch_first and sorted_indices is None else "(T, B)"
+            raise RuntimeError(f"reset must have shape {layout} matching the input, got {list(reset.shape)}")
+        return reset.to(x.device).contiguous()
+
+    def _run_stack(self, x, hx, reset, lengths, window):
+        layer_fn = self._layer_fn()
+        num_directions = 2 if self.bidirectional else 1
+        h0, c0 = hx
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(num_directions):
+                k = layer * num_directions + direction
+                w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(layer, "_reverse" if direction else "")
+                y, h, c = layer_fn(
+                    x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, reset, lengths, window, direction == 1
+                )
+                outs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            x = outs[0] if num_directions == 1 else torch.cat(outs, dim=2)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, p=self.dropout, training=True)
+        return x, torch.stack(h_n), torch.stack(c_n)
+
+
+def _unpack_sorted(data, batch_sizes):
+    """Packed rows to a zero-padded (T, B, I) tensor in the packed (sorted) batch
+    order, and the lengths (decreasing) as int64 on the CPU."""
+    batch_sizes = batch_sizes.cpu()
+    T, B = len(batch_sizes), int(batch_sizes[0])
+    lengths = (batch_sizes[None, :] > torch.arange(B)[:, None]).sum(1)
+    padded = data.new_zeros(T, B, data.size(-1))
+    padded[_packed_index(batch_sizes, data.device)] = data
+    return padded, lengths
+
+
+def _packed_index(batch_sizes, device):
+    """(time, batch) index pairs of the packed rows, in packed order."""
+    batch_sizes = batch_sizes.cpu()
+    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)
+    starts = torch.cumsum(batch_sizes, 0) - batch_sizes
+    b = torch.arange(int(batch_sizes.sum())) - torch.repeat_interleave(starts, batch_sizes)
+    return t.to(device), b.to(device)
+
+
+def replace_lstm(model: nn.Module, **kwargs) -> nn.Module:
+    """Swap every torch.nn.LSTM inside `model` for rnnkernels.LSTM with the same
+    configuration, weights, device, dtype and training mode. Extra keyword
+    arguments (backend, window) go to the new modules. Returns `model`."""
+    if isinstance(model, nn.LSTM):
+        return _converted(model, **kwargs)
+    for name, child in model.named_children():
+        if isinstance(child, nn.LSTM) and not isinstance(child, LSTM):
+            setattr(model, name, _converted(child, **kwargs))
+        else:
+            replace_lstm(child, **kwargs)
+    return model
+
+
+def _converted(old: nn.LSTM, **kwargs) -> LSTM:
+    ref = old.weight_ih_l0
+    new = LSTM(
+        old.input_size,
+        old.hidden_size,
+        num_layers=old.num_layers,
+        bias=old.bias,
+        batch_first=old.batch_first,
+        dropout=old.dropout,
+        bidirectional=old.bidirectional,
+        proj_size=old.proj_size,
+        device=ref.device,
+        dtype=ref.dtype,
+        **kwargs,
+    )
+    new.load_state_dict(old.state_dict())
+    new.train(old.training)
+    return new

@@ -132,7 +132,13 @@ class LSTM(nn.RNNBase):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         reset = self._time_major_reset(reset, x, is_batched, sorted_indices)
 
-        out, h_n, c_n = self._run_stack(x, hx, reset, lengths, window)
+        run_dtype = _autocast_dtype(x, self.weight_ih_l0.dtype)
+        if run_dtype is None:
+            out, h_n, c_n = self._run_stack(x, hx, reset, lengths, window, None)
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                x, hx = x.to(run_dtype), (hx[0].to(run_dtype), hx[1].to(run_dtype))
+                out, h_n, c_n = self._run_stack(x, hx, reset, lengths, window, run_dtype)
 
         if packed:
             out_data = out[_packed_index(batch_sizes, out.device)]
@@ -163,7 +169,7 @@ class LSTM(nn.RNNBase):
             raise RuntimeError(f"reset must have shape {layout} matching the input, got {list(reset.shape)}")
         return reset.to(x.device).contiguous()
 
-    def _run_stack(self, x, hx, reset, lengths, window):
+    def _run_stack(self, x, hx, reset, lengths, window, cast):
         layer_fn = self._layer_fn()
         num_directions = 2 if self.bidirectional else 1
         h0, c0 = hx
@@ -172,7 +178,10 @@ class LSTM(nn.RNNBase):
             outs = []
             for direction in range(num_directions):
                 k = layer * num_directions + direction
-                w_ih, w_hh, b_ih, b_hh, w_hr = self._weights(layer, "_reverse" if direction else "")
+                weights = self._weights(layer, "_reverse" if direction else "")
+                if cast is not None:
+                    weights = [None if w is None else w.to(cast) for w in weights]
+                w_ih, w_hh, b_ih, b_hh, w_hr = weights
                 y, h, c = layer_fn(
                     x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, reset, lengths, window, direction == 1
                 )
@@ -183,6 +192,15 @@ class LSTM(nn.RNNBase):
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, p=self.dropout, training=True)
         return x, torch.stack(h_n), torch.stack(c_n)
+
+
+def _autocast_dtype(x, weight_dtype):
+    """The dtype to run in under autocast: on CUDA the autocast dtype, as
+    nn.LSTM does; on the CPU, where nn.LSTM fails under autocast, the weights'."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device) if device == "cuda" else weight_dtype
 
 
 def _unpack_sorted(data, batch_sizes):

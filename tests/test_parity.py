@@ -119,3 +119,29 @@ def test_dropout_eval_mode_matches_and_training_mode_drops():
     y2, _ = ours(x)
     y_eval, _ = ours.eval()(x)
     assert not torch.allclose(y1, y2) and not torch.allclose(y1, y_eval)
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("bidirectional,proj", [(False, 0), (True, 0), (True, 2)])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_packed_sequences(enforce_sorted, bidirectional, proj, with_hx):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    ref, ours = lstm_pair(4, 5, num_layers=2, bidirectional=bidirectional, proj_size=proj)
+    lengths = torch.tensor([6, 4, 4, 1]) if enforce_sorted else torch.tensor([3, 6, 1, 4])
+    x = torch.randn(6, 4, 4, dtype=torch.float64)
+    n = 2 * (2 if bidirectional else 1)
+    hx = (torch.randn(n, 4, proj or 5, dtype=torch.float64), torch.randn(n, 4, 5, dtype=torch.float64))
+    results = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        hi = tuple(h.clone().requires_grad_() for h in hx) if with_hx else None
+        packed = pack_padded_sequence(xi, lengths, enforce_sorted=enforce_sorted)
+        y, (h, c) = m(packed, hi)
+        assert isinstance(y, torch.nn.utils.rnn.PackedSequence)
+        padded, out_lengths = pad_packed_sequence(y)
+        assert torch.equal(out_lengths, lengths)
+        outs = (padded, h, c)
+        results.append((outs, grads(outs, [xi, *(hi or ()), *m.parameters()])))
+    assert_close_all(results[1][0], results[0][0], **F64)
+    assert_close_all(results[1][1], results[0][1], **F64)

@@ -36,7 +36,8 @@ def sources(pattern: str) -> list[str]:
 
 
 def extension():
-    cxx = ["-O3", "-fopenmp", "-std=c++17", f'-DRNNKERNELS_VERSION="{VERSION}"']
+    # No -std flag: each torch release adds the standard its own headers need.
+    cxx = ["-O3", "-fopenmp", f'-DRNNKERNELS_VERSION="{VERSION}"']
     srcs = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
     include = [os.path.join(HERE, "csrc")]
     if build_cuda():
@@ -49,7 +50,7 @@ def extension():
             srcs,
             include_dirs=include,
             define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
             extra_link_args=["-fopenmp"],
         )
     return CppExtension(

@@ -20,9 +20,18 @@ RNNK_HD double exp_(double x) { return exp(x); }
 RNNK_HD float tanh_(float x) { return tanhf(x); }
 RNNK_HD double tanh_(double x) { return tanh(x); }
 
+// Elementary functions by arithmetic type. Scalars use libm; the CPU build
+// specialises this for SIMD vectors (csrc/cpu/simd_math.h) so that the cell
+// formulas below run on whole vectors without being written twice.
+template <typename T>
+struct MathFns {
+  RNNK_HD static T exp(T x) { return exp_(x); }
+  RNNK_HD static T tanh(T x) { return tanh_(x); }
+};
+
 template <typename T>
 RNNK_HD T sigmoid_(T x) {
-  return T(1) / (T(1) + exp_(-x));
+  return T(1) / (T(1) + MathFns<T>::exp(-x));
 }
 
 // Activated gates and new state of one (sample, hidden unit) pair.
@@ -41,10 +50,10 @@ RNNK_HD CellForward<T> cell_forward(T pre_i, T pre_f, T pre_g, T pre_o,
   CellForward<T> r;
   r.i = sigmoid_(pre_i);
   r.f = sigmoid_(pre_f);
-  r.g = tanh_(pre_g);
+  r.g = MathFns<T>::tanh(pre_g);
   r.o = sigmoid_(pre_o);
   r.c = r.f * c_prev + r.i * r.g;
-  r.h = r.o * tanh_(r.c);
+  r.h = r.o * MathFns<T>::tanh(r.c);
   return r;
 }
 
@@ -61,7 +70,7 @@ template <typename T>
 RNNK_HD CellBackward<T> cell_backward(T i, T f, T g, T o, T c, T c_prev, T dh,
                                       T dc_next) {
   CellBackward<T> r;
-  const T tc = tanh_(c);
+  const T tc = MathFns<T>::tanh(c);
   const T dc = dc_next + dh * o * (T(1) - tc * tc);
   r.do_ = dh * tc * o * (T(1) - o);
   r.di = dc * g * i * (T(1) - i);

@@ -6,8 +6,9 @@
 
 #include "../lstm_args.h"
 #include "../lstm_math.h"
+#include "gate_rows.h"
 #include "lstm_cpu.h"
-#include "parallel_grain.h"
+#include "parallel_spans.h"
 
 namespace rnnkernels {
 namespace {
@@ -72,34 +73,22 @@ void gate_grad_pass(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
                     int64_t window, const int64_t* lens,
                     BackwardBuffers<scalar_t>& buf) {
   const int64_t B = d.B, H = d.H, P = d.P;
-  at::parallel_for(0, nb * H, kGatePassGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t b = idx / H, j = idx % H;
-      const int64_t len = lens[b];
-      const int64_t t = step_time(s, len, reverse);
-      const scalar_t* a = buf.gates + (t * B + b) * 4 * H + j;
-      const scalar_t c = buf.cells[(t * B + b) * H + j];
-      const bool zeroed = reset_before(
-          s, len, reverse, buf.reset ? buf.reset + b : nullptr, B);
-      scalar_t c_prev = 0;
-      if (!zeroed) {
-        c_prev = s == 0 ? buf.c0[b * H + j]
-                        : buf.cells[(step_time(s - 1, len, reverse) * B + b) * H + j];
-      }
-      const scalar_t dh = buf.dr != nullptr ? buf.dr[b * H + j]
-                                            : buf.dh[b * P + j];
-      const auto g = cell_backward<scalar_t>(a[0], a[H], a[2 * H], a[3 * H], c,
-                                             c_prev, dh, buf.dc[b * H + j]);
-      scalar_t* dG = buf.dG + (t * B + b) * 4 * H + j;
-      dG[0] = g.di;
-      dG[H] = g.df;
-      dG[2 * H] = g.dg;
-      dG[3 * H] = g.do_;
-      if (buf.r_all != nullptr)
-        buf.r_all[(t * B + b) * H + j] = a[3 * H] * tanh_(c);
-      const bool cut = cut_before(s, len, reverse, window, buf.reset, b, B);
-      buf.dc[b * H + j] = cut ? scalar_t(0) : g.dc_prev;
+  for_each_span(nb, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    const int64_t len = lens[b];
+    const int64_t tb = step_time(s, len, reverse) * B + b;
+    const bool zeroed = reset_before(s, len, reverse, buf.reset ? buf.reset + b : nullptr, B);
+    const scalar_t* c_prev = nullptr;  // a reset step starts from zero
+    if (!zeroed) {
+      c_prev = s == 0 ? buf.c0 + b * H
+                      : buf.cells + (step_time(s - 1, len, reverse) * B + b) * H;
     }
+    const BackwardRow<scalar_t> row{
+        buf.gates + tb * 4 * H, buf.cells + tb * H, c_prev,
+        buf.dr != nullptr ? buf.dr + b * H : buf.dh + b * P,
+        buf.dc + b * H, buf.dG + tb * 4 * H,
+        buf.r_all != nullptr ? buf.r_all + tb * H : nullptr,
+        cut_before(s, len, reverse, window, buf.reset, b, B)};
+    backward_row(row, j0, j1, H);
   });
 }
 

@@ -6,8 +6,9 @@
 
 #include "../lstm_args.h"
 #include "../lstm_math.h"
+#include "gate_rows.h"
 #include "lstm_cpu.h"
-#include "parallel_grain.h"
+#include "parallel_spans.h"
 
 namespace rnnkernels {
 namespace {
@@ -20,27 +21,14 @@ void gate_pass(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
                scalar_t* c, scalar_t* h_or_r, scalar_t* y, scalar_t* gates,
                scalar_t* cells) {
   const int64_t H = d.H, B = d.B;
-  at::parallel_for(0, nb * H, kGatePassGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t b = idx / H, j = idx % H;
-      const int64_t t = step_time(s, lens[b], reverse);
-      const scalar_t* g = G + (t * B + b) * 4 * H + j;
-      const scalar_t* r = R + b * 4 * H + j;
-      const auto out = cell_forward<scalar_t>(
-          g[0] + r[0], g[H] + r[H], g[2 * H] + r[2 * H], g[3 * H] + r[3 * H],
-          c[b * H + j]);
-      c[b * H + j] = out.c;
-      h_or_r[b * H + j] = out.h;
-      if (y != nullptr) y[(t * B + b) * H + j] = out.h;
-      if (gates != nullptr) {
-        scalar_t* a = gates + (t * B + b) * 4 * H + j;
-        a[0] = out.i;
-        a[H] = out.f;
-        a[2 * H] = out.g;
-        a[3 * H] = out.o;
-        cells[(t * B + b) * H + j] = out.c;
-      }
-    }
+  for_each_span(nb, H, [&](int64_t b, int64_t j0, int64_t j1) {
+    const int64_t tb = step_time(s, lens[b], reverse) * B + b;
+    const ForwardRow<scalar_t> row{
+        G + tb * 4 * H, R + b * 4 * H, c + b * H, h_or_r + b * H,
+        y != nullptr ? y + tb * H : nullptr,
+        gates != nullptr ? gates + tb * 4 * H : nullptr,
+        cells != nullptr ? cells + tb * H : nullptr};
+    forward_row(row, j0, j1, H);
   });
 }
 

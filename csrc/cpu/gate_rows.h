@@ -1,0 +1,95 @@
+// The fused per-step gate work on one row (one sample) of the CPU kernels,
+// written once over a "lanes" type so the same code runs on scalars and on
+// SIMD vectors (gate_rows_simd.cpp), both through the cell formulas of
+// lstm_math.h.
+#pragma once
+
+#include <stdint.h>
+
+#include "../lstm_math.h"
+
+namespace rnnkernels {
+
+// Forward step of one sample. Every pointer is at this sample's row; the
+// gate-major rows (g, r, gates) hold the four gates H apart.
+template <typename T>
+struct ForwardRow {
+  const T* g;   // input projection + bias at this step (4H)
+  const T* r;   // h_{t-1} @ w_hh^T (4H)
+  T* c;         // cell state, updated in place (H)
+  T* h;         // new h, or o * tanh(c) before a projection (H)
+  T* y;         // output at this step (H), or null
+  T* gates;     // activated gates saved for backward (4H), or null
+  T* cells;     // new cell state saved for backward (H), or null
+};
+
+// Backward step of one sample.
+template <typename T>
+struct BackwardRow {
+  const T* gates;   // saved activated gates (4H)
+  const T* cell;    // saved cell state of this step (H)
+  const T* c_prev;  // cell state the step started from (H), null if zero
+  const T* dh;      // gradient reaching o * tanh(c) (H)
+  T* dc;            // carried cell gradient, in: from step t+1, out: to t-1
+  T* dG;            // pre-activation gradients (4H)
+  T* r_all;         // o * tanh(c) for the projection's gradient (H), or null
+  bool cut;         // no gradient crosses into step t-1
+};
+
+template <typename T>
+struct ScalarLanes {
+  using V = T;
+  static constexpr int64_t size = 1;
+  static V load(const T* p) { return *p; }
+  static void store(V v, T* p) { *p = v; }
+};
+
+// Units [j, j1) of one row in steps of Lanes::size; returns where it stopped
+// (the tail a wider lane type could not cover).
+template <typename L, typename T>
+int64_t forward_span(const ForwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+  using V = typename L::V;
+  for (; j + L::size <= j1; j += L::size) {
+    auto pre = [&](int64_t k) { return L::load(w.g + k * H + j) + L::load(w.r + k * H + j); };
+    const CellForward<V> out = cell_forward<V>(pre(0), pre(1), pre(2), pre(3), L::load(w.c + j));
+    L::store(out.c, w.c + j);
+    L::store(out.h, w.h + j);
+    if (w.y != nullptr) L::store(out.h, w.y + j);
+    if (w.gates != nullptr) {
+      L::store(out.i, w.gates + j);
+      L::store(out.f, w.gates + H + j);
+      L::store(out.g, w.gates + 2 * H + j);
+      L::store(out.o, w.gates + 3 * H + j);
+      L::store(out.c, w.cells + j);
+    }
+  }
+  return j;
+}
+
+template <typename L, typename T>
+int64_t backward_span(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+  using V = typename L::V;
+  for (; j + L::size <= j1; j += L::size) {
+    const V o = L::load(w.gates + 3 * H + j);
+    const V c = L::load(w.cell + j);
+    const V c_prev = w.c_prev != nullptr ? L::load(w.c_prev + j) : V(0);
+    const CellBackward<V> g = cell_backward<V>(
+        L::load(w.gates + j), L::load(w.gates + H + j), L::load(w.gates + 2 * H + j), o, c, c_prev,
+        L::load(w.dh + j), L::load(w.dc + j));
+    L::store(g.di, w.dG + j);
+    L::store(g.df, w.dG + H + j);
+    L::store(g.dg, w.dG + 2 * H + j);
+    L::store(g.do_, w.dG + 3 * H + j);
+    if (w.r_all != nullptr) L::store(o * MathFns<V>::tanh(c), w.r_all + j);
+    L::store(w.cut ? V(0) : g.dc_prev, w.dc + j);
+  }
+  return j;
+}
+
+// Units [j0, j1) of one row, on SIMD vectors where the CPU has them.
+void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
+void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
+void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
+void backward_row(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
+
+}  // namespace rnnkernels

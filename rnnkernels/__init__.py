@@ -3,6 +3,8 @@
 from . import ops, reference
 from ._extension import backend_info
 from .modules import LSTM, replace_lstm
+from .tbptt import TBPTT, Window, batchify, bptt_batches, detach_state, resize_state
 
-__all__ = ["LSTM", "replace_lstm", "backend_info", "ops", "reference"]
+__all__ = ["LSTM", "replace_lstm", "backend_info", "ops", "reference",
+           "TBPTT", "Window", "batchify", "bptt_batches", "detach_state", "resize_state"]
 __version__ = "0.1.0"

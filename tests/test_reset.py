@@ -17,6 +17,15 @@ from rnnkernels import _extension
 BACKENDS = ["reference"] + (["fused"] if _extension.cpu_extension() else [])
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one thread avoids pool start-up and spinning on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def oracle(lstm, x, h0, c0, reset, window=0):
     """Time-major x (T, B, I); reset (T, B). Returns out, (h_n, c_n)."""
     T = x.shape[0]

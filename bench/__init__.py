@@ -1,0 +1,1 @@
+"""Benchmark of rnnkernels.LSTM against its peers: `python -m bench --help`."""

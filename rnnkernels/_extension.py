@@ -23,15 +23,25 @@ def cuda_extension() -> bool:
     return _C is not None and bool(_C.with_cuda)
 
 
-def warn_fallback_once() -> None:
+def missing_kernels(device) -> str | None:
+    """Why the fused kernels cannot run on `device`, or None when they can."""
+    if _C is None:
+        return f"the compiled extension is not available ({LOAD_ERROR})"
+    if device.type == "cuda" and not cuda_extension():
+        return "the extension was built without CUDA kernels (rebuild where torch has CUDA and nvcc is installed)"
+    if device.type not in ("cpu", "cuda"):
+        return f"there are no fused kernels for {device.type} tensors"
+    return None
+
+
+def warn_fallback_once(reason: str) -> None:
     """One warning per process when "auto" has to fall back to the reference."""
     global _warned
     if not _warned:
         _warned = True
         warnings.warn(
-            f"rnnkernels: the compiled extension is not available ({LOAD_ERROR}); "
-            "falling back to the pure-PyTorch reference implementation, which is much slower. "
-            "Rebuild with `pip install --no-build-isolation -e .`.",
+            f"rnnkernels: {reason}; falling back to the pure-PyTorch reference implementation, "
+            "which is much slower. Rebuild with `pip install --no-build-isolation -e .`.",
             RuntimeWarning,
             stacklevel=3,
         )

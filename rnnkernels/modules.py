@@ -66,12 +66,15 @@ class LSTM(nn.RNNBase):
             s += f", window={self.window}"
         return s
 
-    def _layer_fn(self):
+    def _layer_fn(self, device: torch.device):
         if self.backend == "reference":
             return reference.lstm_layer
-        if _extension.cpu_extension():
+        missing = _extension.missing_kernels(device)
+        if missing is None:
             return fused_layer
-        _extension.warn_fallback_once()
+        if self.backend == "fused":
+            raise RuntimeError(f"rnnkernels: backend='fused' cannot run here: {missing}")
+        _extension.warn_fallback_once(missing)
         return reference.lstm_layer
 
     def _weights(self, layer: int, suffix: str):
@@ -170,7 +173,7 @@ class LSTM(nn.RNNBase):
         return reset.to(x.device).contiguous()
 
     def _run_stack(self, x, hx, reset, lengths, window, cast):
-        layer_fn = self._layer_fn()
+        layer_fn = self._layer_fn(x.device)
         num_directions = 2 if self.bidirectional else 1
         h0, c0 = hx
         h_n, c_n = [], []

@@ -10,6 +10,15 @@ settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
 settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True)
 settings.load_profile("ci")
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids waking the pool and spinning on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 requires_extension = pytest.mark.skipif(
     not rnnkernels.backend_info()["cpu_extension"], reason="rnnkernels extension not built"
 )

@@ -122,3 +122,11 @@ def test_cpu_autocast_runs_in_weight_dtype():
         y, (h, c) = ours(x)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, expected)
+
+
+def test_fused_kernels_are_chosen_per_device(monkeypatch):
+    assert _extension.missing_kernels(torch.device("meta")) is not None
+    monkeypatch.setattr(_extension, "cuda_extension", lambda: False)
+    if _extension.cpu_extension():
+        assert _extension.missing_kernels(torch.device("cpu")) is None
+    assert "without CUDA kernels" in _extension.missing_kernels(torch.device("cuda"))

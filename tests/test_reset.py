@@ -14,16 +14,9 @@ from torch.func import functional_call
 import rnnkernels
 from rnnkernels import _extension
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BACKENDS = ["reference"] + (["fused"] if _extension.cpu_extension() else [])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread avoids pool start-up and spinning on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def oracle(lstm, x, h0, c0, reset, window=0):

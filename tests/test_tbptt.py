@@ -11,17 +11,10 @@ import rnnkernels
 from rnnkernels import _extension
 from rnnkernels.tbptt import TBPTT, Window, batchify, bptt_batches, detach_state, resize_state
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 BACKENDS = ["reference"] + (["fused"] if _extension.cpu_extension() else [])
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread avoids pool start-up and spinning on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- batchify

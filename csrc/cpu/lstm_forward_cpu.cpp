@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "../lstm_args.h"
+#include "../lstm_forward_setup.h"
 #include "../lstm_math.h"
 #include "gate_rows.h"
 #include "lstm_cpu.h"
@@ -94,27 +95,8 @@ lstm_forward_cpu(const at::Tensor& x, const at::Tensor& h0,
   const LstmDims d = check_forward_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh,
                                         w_hr, reset, lengths, window);
   const std::vector<int64_t> lens = lengths_vector(d, lengths);
-  const bool padded = lengths.has_value();
-  const auto opts = x.options();
-
-  // The input projection of every step in one GEMM, both biases folded in.
-  const at::Tensor x2 = x.reshape({d.T * d.B, d.I});
-  const at::Tensor bias = combined_bias(b_ih, b_hh);
-  const at::Tensor G = (bias.defined() ? at::addmm(bias, x2, w_ih.t())
-                                       : at::mm(x2, w_ih.t()))
-                           .view({d.T, d.B, 4 * d.H});
-
-  // Padding positions are never written by the steps, so they start at zero.
-  auto alloc = [&](at::IntArrayRef shape) {
-    return padded ? at::zeros(shape, opts) : at::empty(shape, opts);
-  };
-  at::Tensor y = alloc({d.T, d.B, d.P});
-  at::Tensor gates = need_backward ? alloc({d.T, d.B, 4 * d.H})
-                                   : at::empty({0}, opts);
-  at::Tensor cells = need_backward ? alloc({d.T, d.B, d.H})
-                                   : at::empty({0}, opts);
-  at::Tensor h = h0.contiguous().clone();
-  at::Tensor c = c0.contiguous().clone();
+  ForwardSetup f = setup_forward(d, x, h0, c0, w_ih, b_ih, b_hh,
+                                 lengths.has_value(), need_backward);
   const at::Tensor reset_c = reset ? reset->contiguous() : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkernels_lstm_forward_cpu",
@@ -123,10 +105,10 @@ lstm_forward_cpu(const at::Tensor& x, const at::Tensor& h0,
                                    d, lens,
                                    reset ? reset_c.const_data_ptr<bool>()
                                          : nullptr,
-                                   reverse, G, w_hh, w_hr, h, c, y, gates,
-                                   cells);
+                                   reverse, f.G, w_hh, w_hr, f.h, f.c, f.y,
+                                   f.gates, f.cells);
                              });
-  return {y, h, c, gates, cells};
+  return {f.y, f.h, f.c, f.gates, f.cells};
 }
 
 }  // namespace rnnkernels

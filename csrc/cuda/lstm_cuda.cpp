@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../lstm_args.h"
+#include "../lstm_forward_setup.h"
 #include "../lstm_math.h"
 #include "lstm_kernels.h"
 
@@ -148,25 +149,10 @@ lstm_forward_cuda(const at::Tensor& x, const at::Tensor& h0,
   const k::DType dt = dtype_of(x);
   const std::vector<int64_t> lens = lengths_vector(d, lengths);
   const auto opts = x.options();
-
-  // The input projection of every step in one GEMM, both biases folded in.
-  const at::Tensor x2 = x.reshape({d.T * d.B, d.I});
-  const at::Tensor bias = combined_bias(b_ih, b_hh);
-  const at::Tensor G = (bias.defined() ? at::addmm(bias, x2, w_ih.t())
-                                       : at::mm(x2, w_ih.t()))
-                           .view({d.T, d.B, 4 * d.H});
-
-  // Padding positions are never written by the steps, so they start at zero.
-  auto alloc = [&](at::IntArrayRef shape) {
-    return lengths ? at::zeros(shape, opts) : at::empty(shape, opts);
-  };
-  at::Tensor y = alloc({d.T, d.B, d.P});
-  at::Tensor gates = need_backward ? alloc({d.T, d.B, 4 * d.H})
-                                   : at::empty({0}, opts);
-  at::Tensor cells = need_backward ? alloc({d.T, d.B, d.H})
-                                   : at::empty({0}, opts);
-  at::Tensor h = h0.contiguous().clone();
-  at::Tensor c = c0.contiguous().clone();
+  ForwardSetup f = setup_forward(d, x, h0, c0, w_ih, b_ih, b_hh,
+                                 lengths.has_value(), need_backward);
+  at::Tensor &G = f.G, &y = f.y, &gates = f.gates, &cells = f.cells, &h = f.h,
+             &c = f.c;
   if (d.T == 0 || d.B == 0) return {y, h, c, gates, cells};
 
   const DeviceTime time = device_time(lens, reset, reverse, window, x.device());

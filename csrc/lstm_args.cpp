@@ -1,6 +1,10 @@
 #include "lstm_args.h"
 
 #include <c10/util/irange.h>
+#include <c10/util/safe_numerics.h>
+
+#include <algorithm>
+#include <exception>
 
 namespace rnnkernels {
 namespace {
@@ -47,7 +51,19 @@ LstmDims check_forward_args(const at::Tensor& x, const at::Tensor& h0,
   d.I = x.size(2);
   d.H = w_ih.size(0) / 4;
   d.proj = w_hr.has_value();
+  // Checked before w_hr->size(0) names P, which every other shape uses.
+  if (d.proj) {
+    TORCH_CHECK(w_hr->dim() == 2 && w_hr->size(0) > 0,
+                "rnnkernels.lstm: w_hr must have shape (P, H) with P > 0, got ",
+                w_hr->sizes());
+  }
   d.P = d.proj ? w_hr->size(0) : d.H;
+  // Index arithmetic in the kernels runs in int64 over (T, B, 4H) and (T, B, P).
+  int64_t rows = 0, elems = 0;
+  TORCH_CHECK(!c10::mul_overflows(d.T, d.B, &rows) &&
+                  !c10::mul_overflows(rows, std::max(4 * d.H, d.P), &elems),
+              "rnnkernels.lstm: T * B * max(4H, P) overflows int64 (T = ", d.T,
+              ", B = ", d.B, ", H = ", d.H, ", P = ", d.P, ")");
 
   check_shape(w_ih, {4 * d.H, d.I}, "w_ih");
   check_same(x, w_ih, "w_ih");
@@ -66,9 +82,6 @@ LstmDims check_forward_args(const at::Tensor& x, const at::Tensor& h0,
     check_same(x, *b_hh, "b_hh");
   }
   if (w_hr) {
-    TORCH_CHECK(w_hr->dim() == 2 && d.P > 0,
-                "rnnkernels.lstm: w_hr must have shape (P, H), got ",
-                w_hr->sizes());
     check_shape(*w_hr, {d.P, d.H}, "w_hr");
     check_same(x, *w_hr, "w_hr");
   }
@@ -123,7 +136,16 @@ void check_backward_args(const LstmDims& d, const at::Tensor& x,
 
 std::vector<int64_t> lengths_vector(const LstmDims& d,
                                     const std::optional<at::Tensor>& lengths) {
-  std::vector<int64_t> lens(d.B, d.T);
+  // A batch that only exists as an expanded view can be too large for this
+  // host vector: that must be a RuntimeError like any failed allocation, not
+  // the MemoryError std::bad_alloc becomes.
+  std::vector<int64_t> lens;
+  try {
+    lens.assign(static_cast<size_t>(d.B), d.T);
+  } catch (const std::exception&) {
+    TORCH_CHECK(false, "rnnkernels.lstm: cannot allocate the lengths of B = ",
+                d.B, " samples");
+  }
   if (!lengths) return lens;
   const at::Tensor l = lengths->contiguous();
   const int64_t* p = l.data_ptr<int64_t>();

@@ -14,8 +14,8 @@ BACKENDS = ("auto", "fused", "reference")
 
 
 def check_window(window) -> int:
-    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-        raise ValueError(f"window must be a non-negative int (0 turns truncation off), got {window!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window < 2**63:
+        raise ValueError(f"window must be a non-negative int below 2**63 (0 turns truncation off), got {window!r}")
     return window
 
 
@@ -126,9 +126,11 @@ class LSTM(nn.RNNBase):
         if packed:
             # The state is checked in the sorted batch order the kernels use.
             self.check_forward_args(data, hx, batch_sizes)
+            self._check_devices(data, hx)
             x, lengths = _unpack_sorted(data, batch_sizes)
         else:
             self.check_forward_args(x, hx, None)
+            self._check_devices(x, hx)
             if self.batch_first:
                 x = x.transpose(0, 1)
         if x.size(0) == 0:
@@ -154,22 +156,48 @@ class LSTM(nn.RNNBase):
             return out.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
         return out, (h_n, c_n)
 
+    def _check_devices(self, x, hx):
+        """nn.LSTM's device checks, with its messages and in its order."""
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
+        for h in hx:
+            if h.device != x.device:
+                raise RuntimeError(
+                    "Input and hidden tensors are not at the same device, "
+                    f"found input tensor at {x.device} and hidden tensor at {h.device}"
+                )
+        for name in self._flat_weights_names:
+            w = getattr(self, name)
+            if w.device != x.device:
+                raise RuntimeError(
+                    "Input and parameter tensors are not at the same device, "
+                    f"found input tensor at {x.device} and parameter tensor at {w.device}"
+                )
+
     def _time_major_reset(self, reset, x, is_batched, sorted_indices):
-        """The reset mask as (T, B) bool in the batch order the kernels see."""
+        """The reset mask as (T, B) bool in the batch order the kernels see.
+
+        Users give it in the input's layout: (T, B), or (B, T) with batch_first
+        (packed input included), or (T,) for unbatched input."""
         if reset is None:
             return None
         if reset.dtype != torch.bool:
             raise TypeError(f"reset must be a bool tensor, got {reset.dtype}")
+        T, B = x.shape[:2]
+        if not is_batched:
+            layout, expected = "(T,)", (T,)
+        elif self.batch_first:
+            layout, expected = "(B, T)", (B, T)
+        else:
+            layout, expected = "(T, B)", (T, B)
+        if tuple(reset.shape) != expected:
+            raise RuntimeError(f"reset must have shape {layout} matching the input, got {list(reset.shape)}")
         if not is_batched:
             reset = reset.unsqueeze(1)
-        elif self.batch_first and sorted_indices is None:
+        elif self.batch_first:
             reset = reset.transpose(0, 1)
         if sorted_indices is not None:
             reset = reset.index_select(1, sorted_indices.to(reset.device))
-        T, B = x.shape[:2]
-        if reset.shape != (T, B):
-            layout = "(B, T)" if self.batch_first and sorted_indices is None else "(T, B)"
-            raise RuntimeError(f"reset must have shape {layout} matching the input, got {list(reset.shape)}")
         return reset.to(x.device).contiguous()
 
     def _run_stack(self, x, hx, reset, lengths, window, cast):
@@ -201,7 +229,7 @@ def _autocast_dtype(x, weight_dtype):
     """The dtype to run in under autocast: on CUDA the autocast dtype, as
     nn.LSTM does; on the CPU, where nn.LSTM fails under autocast, the weights'."""
     device = x.device.type
-    if not torch.is_autocast_enabled(device):
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
         return None
     return torch.get_autocast_dtype(device) if device == "cuda" else weight_dtype
 

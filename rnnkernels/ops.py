@@ -28,9 +28,17 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, reset=Non
     return y, h_n, c_n
 
 
+def _check_devices(x, **tensors):
+    """The device checks of csrc/lstm_args.cpp, for the fake (and meta) kernels."""
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise RuntimeError(f"rnnkernels.lstm: {name} is on {t.device} but x is on {x.device}")
+
+
 def _register() -> None:
     @torch.library.register_fake("rnnkernels::lstm_forward")
     def _forward_fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reset, lengths, window, reverse, need_backward):
+        _check_devices(x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, reset=reset)
         T, B, _ = x.shape
         H, P = w_ih.shape[0] // 4, w_hh.shape[1]
         saved = (lambda *shape: x.new_empty(shape)) if need_backward else (lambda *shape: x.new_empty(0))
@@ -38,6 +46,8 @@ def _register() -> None:
 
     @torch.library.register_fake("rnnkernels::lstm_backward")
     def _backward_fake(grad_y, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, w_hr, reset, lengths, y, gates, cells, window, reverse, need_dx, need_bias):
+        _check_devices(x, grad_y=grad_y, grad_hn=grad_hn, grad_cn=grad_cn, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
+                       w_hr=w_hr, reset=reset, y=y, gates=gates, cells=cells)  # fmt: skip
         H, P = w_ih.shape[0] // 4, w_hh.shape[1]
         return (
             x.new_empty(x.shape) if need_dx else x.new_empty(0),

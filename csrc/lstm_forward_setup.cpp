@@ -7,7 +7,7 @@ ForwardSetup setup_forward(const LstmDims& d, const at::Tensor& x,
                            const at::Tensor& w_ih,
                            const std::optional<at::Tensor>& b_ih,
                            const std::optional<at::Tensor>& b_hh, bool padded,
-                           bool need_backward) {
+                           bool need_backward, bool gates_in_G) {
   const auto opts = x.options();
   ForwardSetup s;
   const at::Tensor x2 = x.reshape({d.T * d.B, d.I});
@@ -19,7 +19,13 @@ ForwardSetup setup_forward(const LstmDims& d, const at::Tensor& x,
     return padded ? at::zeros(shape, opts) : at::empty(shape, opts);
   };
   s.y = alloc({d.T, d.B, d.P});
-  s.gates = need_backward ? alloc({d.T, d.B, 4 * d.H}) : at::empty({0}, opts);
+  if (!need_backward) {
+    s.gates = at::empty({0}, opts);
+  } else if (gates_in_G && !padded) {
+    s.gates = s.G;
+  } else {
+    s.gates = alloc({d.T, d.B, 4 * d.H});
+  }
   s.cells = need_backward ? alloc({d.T, d.B, d.H}) : at::empty({0}, opts);
   s.h = h0.contiguous().clone();
   s.c = c0.contiguous().clone();

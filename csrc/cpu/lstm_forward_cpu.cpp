@@ -95,8 +95,11 @@ lstm_forward_cpu(const at::Tensor& x, const at::Tensor& h0,
   const LstmDims d = check_forward_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh,
                                         w_hr, reset, lengths, window);
   const std::vector<int64_t> lens = lengths_vector(d, lengths);
+  // The row kernels load a span's four pre-activations before storing its
+  // activations, so the saved gates may overwrite G.
   ForwardSetup f = setup_forward(d, x, h0, c0, w_ih, b_ih, b_hh,
-                                 lengths.has_value(), need_backward);
+                                 lengths.has_value(), need_backward,
+                                 /*gates_in_G=*/true);
   const at::Tensor reset_c = reset ? reset->contiguous() : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkernels_lstm_forward_cpu",

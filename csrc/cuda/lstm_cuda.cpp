@@ -150,7 +150,8 @@ lstm_forward_cuda(const at::Tensor& x, const at::Tensor& h0,
   const std::vector<int64_t> lens = lengths_vector(d, lengths);
   const auto opts = x.options();
   ForwardSetup f = setup_forward(d, x, h0, c0, w_ih, b_ih, b_hh,
-                                 lengths.has_value(), need_backward);
+                                 lengths.has_value(), need_backward,
+                                 /*gates_in_G=*/false);
   at::Tensor &G = f.G, &y = f.y, &gates = f.gates, &cells = f.cells, &h = f.h,
              &c = f.c;
   if (d.T == 0 || d.B == 0) return {y, h, c, gates, cells};

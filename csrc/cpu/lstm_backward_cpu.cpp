@@ -6,6 +6,7 @@
 
 #include "../lstm_args.h"
 #include "../lstm_math.h"
+#include "../lstm_setup.h"
 #include "gate_rows.h"
 #include "lstm_cpu.h"
 #include "parallel_spans.h"
@@ -158,21 +159,8 @@ lstm_backward_cpu(const std::optional<at::Tensor>& grad_y,
                          w_hr, reset, lengths, window);
   check_backward_args(d, x, grad_y, grad_hn, grad_cn, y, gates, cells);
   const std::vector<int64_t> lens = lengths_vector(d, lengths);
-  const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
-  const auto opts = x.options();
-  // Padding positions are skipped by the steps and must add nothing to the
-  // weight gradients, so they start at zero.
-  auto alloc = [&](at::IntArrayRef shape) {
-    return lengths ? at::zeros(shape, opts) : at::empty(shape, opts);
-  };
-
-  at::Tensor dG = alloc({T, B, 4 * H});
-  at::Tensor h_prev = alloc({T, B, P});
-  at::Tensor dh_all = d.proj ? alloc({T, B, P}) : at::Tensor();
-  at::Tensor r_all = d.proj ? alloc({T, B, H}) : at::Tensor();
-  at::Tensor dh = grad_hn ? grad_hn->contiguous().clone() : at::zeros({B, P}, opts);
-  at::Tensor dc = grad_cn ? grad_cn->contiguous().clone() : at::zeros({B, H}, opts);
-  at::Tensor dr = d.proj ? at::empty({B, H}, opts) : at::Tensor();
+  BackwardSetup st = setup_backward(d, x, grad_hn, grad_cn, lengths.has_value());
+  at::Tensor dr = d.proj ? at::empty({d.B, d.H}, x.options()) : at::Tensor();
   const at::Tensor gy = grad_y ? grad_y->contiguous() : at::Tensor();
   const at::Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
   const at::Tensor yc = y.contiguous(), gc = gates.contiguous(),
@@ -188,28 +176,18 @@ lstm_backward_cpu(const std::optional<at::Tensor>& grad_y,
         gc.const_data_ptr<scalar_t>(),
         cc.const_data_ptr<scalar_t>(),
         reset ? rc.const_data_ptr<bool>() : nullptr,
-        dG.data_ptr<scalar_t>(),
-        h_prev.data_ptr<scalar_t>(),
-        d.proj ? dh_all.data_ptr<scalar_t>() : nullptr,
-        d.proj ? r_all.data_ptr<scalar_t>() : nullptr,
-        dh.data_ptr<scalar_t>(),
-        dc.data_ptr<scalar_t>(),
+        st.dG.data_ptr<scalar_t>(),
+        st.h_prev.data_ptr<scalar_t>(),
+        d.proj ? st.dh_all.data_ptr<scalar_t>() : nullptr,
+        d.proj ? st.r_all.data_ptr<scalar_t>() : nullptr,
+        st.dh.data_ptr<scalar_t>(),
+        st.dc.data_ptr<scalar_t>(),
         d.proj ? dr.const_data_ptr<scalar_t>() : nullptr};
-    backward_steps<scalar_t>(d, lens, reverse, window, w_hh, w_hr, dG, dh, dr,
-                             buf);
+    backward_steps<scalar_t>(d, lens, reverse, window, w_hh, w_hr, st.dG, st.dh,
+                             dr, buf);
   });
 
-  // Everything that is not recurrent: one large GEMM each over all steps.
-  const at::Tensor dG2 = dG.view({T * B, 4 * H});
-  const at::Tensor dx = need_dx ? at::mm(dG2, w_ih).view({T, B, d.I})
-                                : at::empty({0}, opts);
-  const at::Tensor dw_ih = at::mm(dG2.t(), x.reshape({T * B, d.I}));
-  const at::Tensor dw_hh = at::mm(dG2.t(), h_prev.view({T * B, P}));
-  const at::Tensor db = need_bias ? dG2.sum(0) : at::empty({0}, opts);
-  const at::Tensor dw_hr =
-      d.proj ? at::mm(dh_all.view({T * B, P}).t(), r_all.view({T * B, H}))
-             : at::empty({0}, opts);
-  return {dx, dh, dc, dw_ih, dw_hh, db, dw_hr};
+  return finish_backward(d, x, w_ih, st, need_dx, need_bias);
 }
 
 }  // namespace rnnkernels

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "../lstm_args.h"
-#include "../lstm_forward_setup.h"
+#include "../lstm_setup.h"
 #include "../lstm_math.h"
 #include "gate_rows.h"
 #include "lstm_cpu.h"

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "../lstm_args.h"
-#include "../lstm_forward_setup.h"
+#include "../lstm_setup.h"
 #include "../lstm_math.h"
 #include "lstm_kernels.h"
 
@@ -184,10 +184,9 @@ lstm_forward_cuda(const at::Tensor& x, const at::Tensor& h0,
   return {y, h, c, gates, cells};
 }
 
-struct BackwardState {
-  at::Tensor gy, h0, c0, y, gates, cells;  // inputs, contiguous
-  at::Tensor dG, h_prev, dh_all, r_all;    // (T, B, ...) outputs
-  at::Tensor dh, dc;                       // carried, (B, P) and (B, H)
+// The shared backward buffers plus the inputs the kernels read, contiguous.
+struct BackwardState : BackwardSetup {
+  at::Tensor gy, h0, c0, y, gates, cells;
 };
 
 void backward_steps(const LstmDims& d, k::DType dt, k::Dims kd,
@@ -271,20 +270,7 @@ lstm_backward_cuda(const std::optional<at::Tensor>& grad_y,
   const k::DType dt = dtype_of(x);
   const std::vector<int64_t> lens = lengths_vector(d, lengths);
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
-  const auto opts = x.options();
-  // Padding positions are skipped by the steps and must add nothing to the
-  // weight gradients, so they start at zero.
-  auto alloc = [&](at::IntArrayRef shape) {
-    return lengths ? at::zeros(shape, opts) : at::empty(shape, opts);
-  };
-
-  BackwardState st;
-  st.dG = alloc({T, B, 4 * H});
-  st.h_prev = alloc({T, B, P});
-  st.dh_all = d.proj ? alloc({T, B, P}) : at::Tensor();
-  st.r_all = d.proj ? alloc({T, B, H}) : at::Tensor();
-  st.dh = grad_hn ? grad_hn->contiguous().clone() : at::zeros({B, P}, opts);
-  st.dc = grad_cn ? grad_cn->contiguous().clone() : at::zeros({B, H}, opts);
+  BackwardState st{setup_backward(d, x, grad_hn, grad_cn, lengths.has_value())};
   st.gy = grad_y ? grad_y->contiguous() : at::Tensor();
   st.h0 = h0.contiguous();
   st.c0 = c0.contiguous();
@@ -318,17 +304,7 @@ lstm_backward_cuda(const std::optional<at::Tensor>& grad_y,
     }
   }
 
-  // Everything that is not recurrent: one large GEMM each over all steps.
-  const at::Tensor dG2 = st.dG.view({T * B, 4 * H});
-  const at::Tensor dx = need_dx ? at::mm(dG2, w_ih).view({T, B, d.I})
-                                : at::empty({0}, opts);
-  const at::Tensor dw_ih = at::mm(dG2.t(), x.reshape({T * B, d.I}));
-  const at::Tensor dw_hh = at::mm(dG2.t(), st.h_prev.view({T * B, P}));
-  const at::Tensor db = need_bias ? dG2.sum(0) : at::empty({0}, opts);
-  const at::Tensor dw_hr =
-      d.proj ? at::mm(st.dh_all.view({T * B, P}).t(), st.r_all.view({T * B, H}))
-             : at::empty({0}, opts);
-  return {dx, st.dh, st.dc, dw_ih, dw_hh, db, dw_hr};
+  return finish_backward(d, x, w_ih, st, need_dx, need_bias);
 }
 
 }  // namespace

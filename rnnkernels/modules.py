@@ -78,13 +78,11 @@ class LSTM(nn.RNNBase):
         return reference.lstm_layer
 
     def _weights(self, layer: int, suffix: str):
-        names = [f"weight_ih_l{layer}{suffix}", f"weight_hh_l{layer}{suffix}"]
-        get = lambda n: getattr(self, n) if hasattr(self, n) else None  # noqa: E731
-        w_ih, w_hh = get(names[0]), get(names[1])
-        b_ih = get(f"bias_ih_l{layer}{suffix}") if self.bias else None
-        b_hh = get(f"bias_hh_l{layer}{suffix}") if self.bias else None
-        w_hr = get(f"weight_hr_l{layer}{suffix}") if self.proj_size > 0 else None
-        return w_ih, w_hh, b_ih, b_hh, w_hr
+        """w_ih, w_hh, b_ih, b_hh, w_hr of one layer-direction (None where off)."""
+        param = lambda kind: getattr(self, f"{kind}_l{layer}{suffix}")  # noqa: E731
+        bias = (param("bias_ih"), param("bias_hh")) if self.bias else (None, None)
+        w_hr = param("weight_hr") if self.proj_size > 0 else None
+        return param("weight_ih"), param("weight_hh"), *bias, w_hr
 
     def forward(self, input, hx=None, *, window=None, reset=None):
         window = self.window if window is None else check_window(window)

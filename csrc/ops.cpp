@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include "cpu/lstm_cpu.h"
+#include "cpu/panel_gemm.h"
 
 #ifndef RNNKERNELS_VERSION
 #define RNNKERNELS_VERSION "unknown"
@@ -39,4 +40,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.attr("version") = RNNKERNELS_VERSION;
   m.attr("torch_version") = TORCH_VERSION;
+  // The per-step GEMM of the CPU time loops, for tests and bench.gemm_rates.
+  m.def("step_matmul", &rnnkernels::step_matmul,
+        "a @ b with the per-step GEMM of the CPU kernels");
+  m.def("panel_gemm_enabled", &rnnkernels::panel_gemm_enabled,
+        "whether the packed-panel GEMM runs for this dtype here");
 }

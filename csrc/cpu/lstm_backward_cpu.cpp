@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/irange.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "../lstm_args.h"
@@ -9,7 +10,8 @@
 #include "../lstm_setup.h"
 #include "gate_rows.h"
 #include "lstm_cpu.h"
-#include "parallel_spans.h"
+#include "panel_gemm.h"
+#include "step_team.h"
 
 namespace rnnkernels {
 namespace {
@@ -39,42 +41,43 @@ inline bool cut_before(int64_t s, int64_t len, bool reverse, int64_t window,
          reset_before(s, len, reverse, reset ? reset + b : nullptr, B);
 }
 
-// Adds the output gradient of step s to the carried dh and records what the
-// weight gradients need: the h this step read (zero after a reset) and, with
-// a projection, the total dh.
+// Columns [j0, j1) of step s's row work: adds the output gradient to the
+// carried dh and records what the weight gradients need, the h this step
+// read (zero after a reset) and, with a projection, the total dh.
 template <typename scalar_t>
 void step_rows(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
-               const int64_t* lens, BackwardBuffers<scalar_t>& buf) {
+               const int64_t* lens, const BackwardBuffers<scalar_t>& buf,
+               int64_t j0, int64_t j1) {
   const int64_t B = d.B, P = d.P;
-  for (const auto b : c10::irange(nb)) {
+  for (int64_t b = 0; b < nb; ++b) {
     const int64_t t = step_time(s, lens[b], reverse);
     scalar_t* dh = buf.dh + b * P;
     if (buf.grad_y != nullptr) {
       const scalar_t* gy = buf.grad_y + (t * B + b) * P;
-      for (const auto j : c10::irange(P)) dh[j] += gy[j];
+      for (int64_t j = j0; j < j1; ++j) dh[j] += gy[j];
     }
     if (buf.dh_all != nullptr)
-      std::memcpy(buf.dh_all + (t * B + b) * P, dh, P * sizeof(scalar_t));
+      std::copy(dh + j0, dh + j1, buf.dh_all + (t * B + b) * P + j0);
     scalar_t* hp = buf.h_prev + (t * B + b) * P;
-    if (reset_before(s, lens[b], reverse, buf.reset ? buf.reset + b : nullptr,
-                     B)) {
-      std::memset(hp, 0, P * sizeof(scalar_t));
+    if (reset_before(s, lens[b], reverse, buf.reset ? buf.reset + b : nullptr, B)) {
+      std::fill(hp + j0, hp + j1, scalar_t(0));
     } else {
       const scalar_t* src =
           s == 0 ? buf.h0 + b * P
                  : buf.y + (step_time(s - 1, lens[b], reverse) * B + b) * P;
-      std::memcpy(hp, src, P * sizeof(scalar_t));
+      std::copy(src + j0, src + j1, hp + j0);
     }
   }
 }
 
-// The fused backward pass of one step for the first nb samples.
+// Units [u0, u1) of the fused backward pass of step s for the first nb
+// samples.
 template <typename scalar_t>
 void gate_grad_pass(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
                     int64_t window, const int64_t* lens,
-                    BackwardBuffers<scalar_t>& buf) {
+                    const BackwardBuffers<scalar_t>& buf, int64_t u0, int64_t u1) {
   const int64_t B = d.B, H = d.H, P = d.P;
-  for_each_span(nb, H, [&](int64_t b, int64_t j0, int64_t j1) {
+  for (int64_t b = 0; b < nb; ++b) {
     const int64_t len = lens[b];
     const int64_t tb = step_time(s, len, reverse) * B + b;
     const bool zeroed = reset_before(s, len, reverse, buf.reset ? buf.reset + b : nullptr, B);
@@ -89,54 +92,73 @@ void gate_grad_pass(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
         buf.dc + b * H, buf.dG + tb * 4 * H,
         buf.r_all != nullptr ? buf.r_all + tb * H : nullptr,
         cut_before(s, len, reverse, window, buf.reset, b, B)};
-    backward_row(row, j0, j1, H);
-  });
+    backward_row(row, u0, u1, H);
+  }
 }
 
+// The time loop, backwards. Each thread owns a share of the units (the gate
+// pass) and of h's columns (the product with w_hh), the same share when
+// there is no projection; the threads meet once a step, when dG is complete,
+// and once more before the projection's product reads all of dh.
 template <typename scalar_t>
 void backward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
                     bool reverse, int64_t window, const at::Tensor& w_hh,
-                    const std::optional<at::Tensor>& w_hr, at::Tensor& dG,
-                    at::Tensor& dh, at::Tensor& dr,
-                    BackwardBuffers<scalar_t>& buf) {
+                    const std::optional<at::Tensor>& w_hr, const at::Tensor& dG,
+                    scalar_t* dr, const BackwardBuffers<scalar_t>& buf) {
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
+  constexpr int64_t NC = kStepColumns<scalar_t>;
   // Reverse directions with ragged lengths read a different time per sample,
-  // so their rows of dG for one step must be gathered before the GEMM.
-  const bool ragged = reverse && dG.numel() > 0 &&
-                      lens.front() != lens.back();
-  at::Tensor gathered = ragged ? at::empty({B, 4 * H}, dG.options())
-                               : at::Tensor();
-  int64_t nb = 0;
-  for (int64_t s = T - 1; s >= 0; --s) {
-    while (nb < B && lens[nb] > s) ++nb;
-    if (nb == 0) continue;
-    step_rows<scalar_t>(d, s, nb, reverse, lens.data(), buf);
-    if (d.proj) {
-      at::Tensor drn = dr.narrow(0, 0, nb);
-      at::mm_out(drn, dh.narrow(0, 0, nb), *w_hr);
-    }
-    gate_grad_pass<scalar_t>(d, s, nb, reverse, window, lens.data(), buf);
+  // so their rows of dG for one step are gathered before the product; two
+  // buffers, since a thread may gather the next step while another still
+  // reads this one.
+  const bool ragged = reverse && dG.numel() > 0 && lens.front() != lens.back();
+  at::Tensor gathered = ragged ? at::empty({2, B, 4 * H}, dG.options()) : at::Tensor();
+  scalar_t* gp = ragged ? gathered.data_ptr<scalar_t>() : nullptr;
+  // Packed once, multiplied every step.
+  const StepMatrix<scalar_t> w_hh_m(w_hh);
+  const std::optional<StepMatrix<scalar_t>> w_hr_m =
+      d.proj ? std::make_optional<StepMatrix<scalar_t>>(*w_hr) : std::nullopt;
+  const int64_t* len = lens.data();
 
-    at::Tensor dG_step;
-    if (ragged) {
-      scalar_t* dst = gathered.data_ptr<scalar_t>();
-      for (const auto b : c10::irange(nb)) {
-        const int64_t t = step_time(s, lens[b], reverse);
-        std::memcpy(dst + b * 4 * H, buf.dG + (t * B + b) * 4 * H,
-                    4 * H * sizeof(scalar_t));
+  const int64_t unit_blocks = (H + NC - 1) / NC, col_blocks = (P + NC - 1) / NC;
+  const int threads = team_size(2.0 * B * P * 4 * H, std::min(unit_blocks, col_blocks),
+                                w_hh_m.packed() && (!w_hr_m || w_hr_m->packed()));
+  run_team(threads, [&](const Team& team) {
+    const Share ub = share_of(unit_blocks, team.id, team.size);
+    const int64_t u0 = ub.begin * NC, u1 = std::min(H, ub.end * NC);
+    const Share pb = share_of(col_blocks, team.id, team.size);
+    const int64_t p0 = pb.begin * NC, p1 = std::min(P, pb.end * NC);
+    int64_t nb = 0;
+    for (int64_t s = T - 1; s >= 0; --s) {
+      while (nb < B && len[nb] > s) ++nb;
+      if (nb == 0) continue;
+      step_rows<scalar_t>(d, s, nb, reverse, len, buf, p0, p1);
+      if (d.proj) {
+        team.barrier();  // the projection's product reads all of dh
+        w_hr_m->multiply(nb, buf.dh, P, dr, H, u0, u1);
       }
-      dG_step = gathered.narrow(0, 0, nb);
-    } else {
-      // Every running sample is at the same time index.
-      dG_step = dG[step_time(s, lens[0], reverse)].narrow(0, 0, nb);
+      gate_grad_pass<scalar_t>(d, s, nb, reverse, window, len, buf, u0, u1);
+      const scalar_t* dG_step;
+      if (ragged) {
+        scalar_t* dst = gp + (s % 2) * B * 4 * H;
+        for (int64_t b = 0; b < nb; ++b) {
+          const scalar_t* src = buf.dG + (step_time(s, len[b], reverse) * B + b) * 4 * H;
+          for (int64_t q = 0; q < 4; ++q)
+            std::copy(src + q * H + u0, src + q * H + u1, dst + b * 4 * H + q * H + u0);
+        }
+        dG_step = dst;
+      } else {
+        // Every running sample is at the same time index.
+        dG_step = buf.dG + step_time(s, len[0], reverse) * B * 4 * H;
+      }
+      team.barrier();  // the product reads all of this step's dG
+      w_hh_m.multiply(nb, dG_step, 4 * H, buf.dh, P, p0, p1);
+      for (int64_t b = 0; b < nb; ++b) {
+        if (cut_before(s, len[b], reverse, window, buf.reset, b, B))
+          std::fill(buf.dh + b * P + p0, buf.dh + b * P + p1, scalar_t(0));
+      }
     }
-    at::Tensor dhn = dh.narrow(0, 0, nb);
-    at::mm_out(dhn, dG_step, w_hh);
-    for (const auto b : c10::irange(nb)) {
-      if (cut_before(s, lens[b], reverse, window, buf.reset, b, B))
-        std::memset(buf.dh + b * P, 0, P * sizeof(scalar_t));
-    }
-  }
+  });
 }
 
 }  // namespace
@@ -183,8 +205,8 @@ lstm_backward_cpu(const std::optional<at::Tensor>& grad_y,
         st.dh.data_ptr<scalar_t>(),
         st.dc.data_ptr<scalar_t>(),
         d.proj ? dr.const_data_ptr<scalar_t>() : nullptr};
-    backward_steps<scalar_t>(d, lens, reverse, window, w_hh, w_hr, st.dG, st.dh,
-                             dr, buf);
+    backward_steps<scalar_t>(d, lens, reverse, window, w_hh, w_hr, st.dG,
+                             d.proj ? dr.data_ptr<scalar_t>() : nullptr, buf);
   });
 
   return finish_backward(d, x, w_ih, st, need_dx, need_bias);

@@ -1,0 +1,201 @@
+#include "panel_gemm.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "gemm_tiles.h"
+
+namespace rnnkernels {
+namespace {
+
+// Depth of one pass over the panels: a panel's slice then takes 16 KiB and
+// stays in L1 while every row block of A streams past it.
+constexpr int64_t kDepthBlock = 256;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename T>
+TileFn<T> avx2_tile(int rows, int np);
+template <>
+TileFn<float> avx2_tile<float>(int rows, int np) { return avx2_tile_f32(rows, np); }
+template <>
+TileFn<double> avx2_tile<double>(int rows, int np) { return avx2_tile_f64(rows, np); }
+
+// The tiles of one depth block: panels in the outer loop, so each panel's
+// slice is read once while the rows of a (a few, at step shapes) stay in
+// cache. The tile over the last, partly filled panel goes through a
+// full-width scratch tile.
+template <typename T>
+struct BlockRunner {
+  const T* panels;
+  int64_t K, N;
+  TileFn<T> fn[kMaxTileRows + 1][2];  // [rows][np == 1 ? 0 : 1]
+
+  BlockRunner(const T* p, int64_t K_, int64_t N_) : panels(p), K(K_), N(N_) {
+    for (int r = 1; r <= kMaxTileRows; ++r) {
+      fn[r][0] = avx2_tile<T>(r, 1);
+      fn[r][1] = avx2_tile<T>(r, panels_per_tile(r));
+    }
+  }
+
+  // Rows [0, rows) of a (row stride lda, depth kc starting at k0) against
+  // panels [p0, p1), into c (rows, ldc) whose column 0 is panel 0's.
+  void run(int64_t rows, const T* a, int64_t lda, int64_t k0, int64_t kc,
+           int64_t p0, int64_t p1, T* c, int64_t ldc, bool accumulate) const {
+    constexpr int64_t NR = kPanelWidth<T>;
+    const int64_t full = N / NR;  // panels with no padding
+    const int64_t blocks = ceil_div(rows, kMaxTileRows);
+    const int np = panels_per_tile(static_cast<int>(ceil_div(rows, blocks)));
+    for (int64_t p = p0; p < p1;) {
+      const int n_here = (np > 1 && p + np <= std::min(p1, full)) ? np : 1;
+      for (int64_t i = 0; i < blocks; ++i) {
+        const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
+        const int r = static_cast<int>(r1 - r0);
+        Tile<T> t{kc, a + r0 * lda, lda, panels + (p * K + k0) * NR, K * NR,
+                  c + r0 * ldc + p * NR, ldc, accumulate};
+        TileFn<T> f = fn[r][n_here == 1 ? 0 : 1];
+        if (p < full) {
+          f(t);
+        } else {
+          scratch_tile(t, f, r, N - p * NR);
+        }
+      }
+      p += n_here;
+    }
+  }
+
+  static void scratch_tile(Tile<T> t, TileFn<T> f, int rows, int64_t valid) {
+    constexpr int64_t NR = kPanelWidth<T>;
+    T buf[kMaxTileRows * NR];
+    for (int m = 0; m < rows; ++m) {
+      for (int64_t j = 0; j < NR; ++j) {
+        buf[m * NR + j] = t.accumulate && j < valid ? t.c[m * t.ldc + j] : T(0);
+      }
+    }
+    T* c = t.c;
+    const int64_t ldc = t.ldc;
+    t.c = buf;
+    t.ldc = NR;
+    t.accumulate = true;
+    f(t);
+    for (int m = 0; m < rows; ++m) std::memcpy(c + m * ldc, buf + m * NR, valid * sizeof(T));
+  }
+};
+
+}  // namespace
+
+bool panel_gemm_enabled(at::ScalarType dtype) {
+  if (dtype != at::kFloat && dtype != at::kDouble) return false;
+  const char* env = std::getenv("RNNKERNELS_CPU_GEMM");
+  if (env != nullptr && std::strcmp(env, "aten") == 0) return false;
+  return avx2_tile_f32(1, 1) != nullptr;
+}
+
+template <typename T>
+PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn)
+    : K_(K), N_(N) {
+  constexpr int64_t NR = kPanelWidth<T>;
+  count_ = ceil_div(N, NR);
+  panels_ = at::empty({count_ * K * NR}, at::CppTypeToScalarType<T>::value);
+  T* dst = panels_.mutable_data_ptr<T>();
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K * NR));
+  at::parallel_for(0, count_, grain, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * NR, nv = std::min(NR, N - n0);
+      T* out = dst + p * K * NR;
+      if (nv < NR) std::fill(out, out + K * NR, T(0));
+      if (sk == 1) {
+        // Rows of b^T (a weight used as w.t()): read each column's k run.
+        for (int64_t j = 0; j < nv; ++j) {
+          const T* src = b + (n0 + j) * sn;
+          for (int64_t k = 0; k < K; ++k) out[k * NR + j] = src[k];
+        }
+      } else {
+        for (int64_t k = 0; k < K; ++k) {
+          const T* src = b + k * sk + n0 * sn;
+          T* row = out + k * NR;
+          if (sn == 1) {
+            std::copy(src, src + nv, row);
+          } else {
+            for (int64_t j = 0; j < nv; ++j) row[j] = src[j * sn];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
+                                     int64_t p0, int64_t p1) const {
+  p1 = std::min(p1, count_);
+  if (M <= 0 || p0 >= p1) return;
+  if (K_ == 0) {
+    const int64_t n0 = p0 * kPanelWidth<T>, n1 = std::min(N_, p1 * kPanelWidth<T>);
+    for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc + n0, c + m * ldc + n1, T(0));
+    return;
+  }
+  const BlockRunner<T> runner(panels_.const_data_ptr<T>(), K_, N_);
+  for (int64_t k0 = 0; k0 < K_; k0 += kDepthBlock) {
+    const int64_t kc = std::min(kDepthBlock, K_ - k0);
+    runner.run(M, a + k0, lda, k0, kc, p0, p1, c, ldc, /*accumulate=*/k0 > 0);
+  }
+}
+
+template class PanelMatrix<float>;
+template class PanelMatrix<double>;
+
+template <typename T>
+StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
+  if (panel_gemm_enabled(b.scalar_type()))
+    packed_.emplace(b.const_data_ptr<T>(), b.size(0), b.size(1), b.stride(0), b.stride(1));
+}
+
+template <typename T>
+void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
+                             int64_t n0, int64_t n1) const {
+  static_assert(kStepColumns<T> == kPanelWidth<T>, "a thread's columns are whole panels");
+  if (M <= 0 || n0 >= n1) return;
+  if (packed_) {
+    packed_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>,
+                             ceil_div(n1, kStepColumns<T>));
+    return;
+  }
+  const int64_t K = b_.size(0);
+  const auto opts = b_.options();
+  at::Tensor out = at::from_blob(c + n0, {M, n1 - n0}, {ldc, 1}, opts);
+  at::mm_out(out, at::from_blob(const_cast<T*>(a), {M, K}, {lda, 1}, opts),
+             b_.narrow(1, n0, n1 - n0));
+}
+
+template class StepMatrix<float>;
+template class StepMatrix<double>;
+
+at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2, "step_matmul: expected 2-D a and b, got ",
+              a.dim(), "-D and ", b.dim(), "-D");
+  TORCH_CHECK(a.size(1) == b.size(0), "step_matmul: a is ", a.sizes(), " but b is ", b.sizes());
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), "step_matmul: expected CPU tensors");
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "step_matmul: a is ", a.scalar_type(),
+              " but b is ", b.scalar_type());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
+              "step_matmul: expected float or double, got ", a.scalar_type());
+  const at::Tensor ac = a.contiguous();
+  const int64_t M = a.size(0), N = b.size(1);
+  at::Tensor out = at::empty({M, N}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnkernels_step_matmul", [&] {
+    constexpr int64_t NC = kStepColumns<scalar_t>;
+    const StepMatrix<scalar_t> w(b);
+    at::parallel_for(0, (N + NC - 1) / NC, 1, [&](int64_t p0, int64_t p1) {
+      w.multiply(M, ac.const_data_ptr<scalar_t>(), ac.size(1), out.mutable_data_ptr<scalar_t>(), N,
+                 p0 * NC, std::min(N, p1 * NC));
+    });
+  });
+  return out;
+}
+
+}  // namespace rnnkernels

@@ -1,0 +1,70 @@
+// The GEMM of the CPU time loops: a weight packed once per call into column
+// panels, multiplied every step by a few rows of h or dG in register tiles
+// (gemm_tiles.h). At these thin shapes (M = batch) MKL's GEMM on AMD CPUs
+// runs at about half the FMA rate; the products over all steps keep at::mm,
+// which is as fast or faster there (bench.gemm_rates measures both).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace rnnkernels {
+
+// Whether the panel GEMM runs for this dtype on this CPU: float or double,
+// AVX2 + FMA, and RNNKERNELS_CPU_GEMM not set to "aten" (which sends the
+// per-step products to at::mm, for comparison).
+bool panel_gemm_enabled(at::ScalarType dtype);
+
+// Column granularity of a thread's share of a product: one panel.
+template <typename T>
+constexpr int64_t kStepColumns = 2 * 32 / static_cast<int64_t>(sizeof(T));
+
+// B (K, N) of products A @ B, packed into zero-padded column panels.
+template <typename T>
+class PanelMatrix {
+ public:
+  // B(k, n) = b[k * sk + n * sn].
+  PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn);
+
+  int64_t panels() const { return count_; }
+
+  // Columns [p0, p1) * panel width (clipped to N) of c = a @ B on the calling
+  // thread, for a (M, K) and c (M, N) with contiguous rows of stride lda, ldc.
+  void multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
+                       int64_t p0, int64_t p1) const;
+
+ private:
+  at::Tensor panels_;
+  int64_t K_, N_, count_;
+};
+
+// A weight multiplied every step of one call: packed once into panels, or
+// kept for at::mm where the panel GEMM is not enabled. Threads of a step
+// each compute their own columns of the product.
+template <typename T>
+class StepMatrix {
+ public:
+  explicit StepMatrix(const at::Tensor& b);  // (K, N), any strides
+
+  // Whether products run on the packed panels. Otherwise they call at::mm,
+  // which must not run inside a team: the team's threads lack the caller's
+  // dispatcher state, and an exception there could not reach the caller.
+  bool packed() const { return packed_.has_value(); }
+
+  // Columns [n0, n1) of c = a @ B for a (M, K) and c (M, N), contiguous rows
+  // of stride lda and ldc. n0 and n1 must be multiples of kStepColumns<T>
+  // (n1 may also be N).
+  void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
+                int64_t n0, int64_t n1) const;
+
+ private:
+  at::Tensor b_;
+  std::optional<PanelMatrix<T>> packed_;
+};
+
+// a @ b for 2-D CPU tensors through StepMatrix, its panels split between
+// threads as the time loops split them: what tests and benchmarks call.
+at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b);
+
+}  // namespace rnnkernels

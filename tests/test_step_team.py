@@ -1,0 +1,75 @@
+"""The CPU time loops run on a team of threads that share out units and
+columns and meet at barriers. At sizes where the team has two threads and
+partial last shares, every feature gives the reference's values, and the
+same bits as one thread (the split changes who computes an element, never
+how)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rnnkernels
+from conftest import requires_extension
+
+pytestmark = requires_extension
+
+# H and P are not multiples of a panel (16 floats, 8 doubles), and one step's
+# product is far above the size where the loops start a team.
+T, B, I, H, P = 9, 11, 20, 76, 42
+
+CONFIGS = {
+    "plain": dict(),
+    "bidir-packed": dict(bidirectional=True, packed=True),
+    "proj-reset-window": dict(num_layers=2, proj_size=P, reset=True, window=4),
+    "all": dict(num_layers=2, bidirectional=True, proj_size=P, packed=True, reset=True, window=3),
+}
+
+
+def run(config, dtype, backend, threads):
+    cfg = dict(config)
+    reset, packed, window = cfg.pop("reset", False), cfg.pop("packed", False), cfg.pop("window", 0)
+    torch.manual_seed(0)
+    m = rnnkernels.LSTM(I, H, backend=backend, dtype=dtype, **cfg)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, I, generator=g, dtype=dtype, requires_grad=True)
+    kwargs = dict(window=window)
+    if reset:
+        kwargs["reset"] = torch.rand(T, B, generator=g) < 0.2
+    lengths = torch.randint(1, T + 1, (B,), generator=g) if packed else None
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        y, (h, c) = m(inp, **kwargs)
+        if packed:
+            y, _ = pad_packed_sequence(y, total_length=T)
+        gy = torch.Generator().manual_seed(2)
+        loss = sum((t * torch.randn(t.shape, generator=gy, dtype=dtype)).sum() for t in (y, h, c))
+        return [y, h, c, *torch.autograd.grad(loss, [x, *m.parameters()])]
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_two_threads_match_the_reference(config):
+    got = run(CONFIGS[config], torch.float64, "fused", threads=2)
+    want = run(CONFIGS[config], torch.float64, "reference", threads=2)
+    for i, (u, v) in enumerate(zip(got, want)):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12, msg=lambda m: f"item {i}: {m}")
+
+
+@pytest.mark.parametrize("gemm", ["panels", "aten"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_two_threads_give_the_bits_of_one(config, dtype, gemm, monkeypatch):
+    if gemm == "aten":
+        monkeypatch.setenv("RNNKERNELS_CPU_GEMM", "aten")
+    one = run(CONFIGS[config], dtype, "fused", threads=1)
+    two = run(CONFIGS[config], dtype, "fused", threads=2)
+    for i, (u, v) in enumerate(zip(one, two)):
+        if gemm == "panels":
+            assert torch.equal(u, v), f"item {i}: max abs diff {(u - v).abs().max().item():.3g}"
+        else:  # at::mm on a thread's columns may round differently from a whole product
+            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)

@@ -4,8 +4,9 @@ are made of, each timed alone.
 
     python -m bench.op_breakdown --config 35,20,200,200 --threads 2
 
-What is left after the GEMMs is the fused gate passes plus per-step and
-allocation overheads. Comparing a run with glibc's trim threshold raised
+The recurrent products are timed both through at::mm and through the
+packed-panel GEMM the CPU time loops use. What is left after the GEMMs is the
+fused gate passes plus per-step and allocation overheads. Comparing a run with glibc's trim threshold raised
 (MALLOC_TRIM_THRESHOLD_=268435456) shows how much of it is page faults on
 freshly allocated buffers.
 """
@@ -19,6 +20,7 @@ import time
 import torch
 
 import rnnkernels  # noqa: F401  (registers torch.ops.rnnkernels)
+from rnnkernels._extension import _C
 
 
 def median_ms(fn, repeats: int, warmup: int = 5) -> float:
@@ -60,7 +62,8 @@ def main(argv=None) -> None:
         "forward, saving for backward": median_ms(lambda: forward(True), n),
         "forward, inference": median_ms(lambda: forward(False), n),
         "  input GEMM (all steps)": median_ms(lambda: torch.addmm(b, x.view(T * B, I), w_ih.t()), n),
-        "  recurrent GEMMs (T steps)": median_ms(lambda: [torch.mm(h, w_hh.t(), out=R) for _ in range(T)], n),
+        "  recurrent GEMMs (T steps), at::mm": median_ms(lambda: [torch.mm(h, w_hh.t(), out=R) for _ in range(T)], n),
+        "  recurrent GEMMs (T steps), panels": median_ms(lambda: _C.step_matmul(h, w_hh.t(), T), n),
         "backward": median_ms(
             lambda: op.lstm_backward(
                 grad_y, None, None, x, h0, c0, w_ih, w_hh, None, None, None, y, gates, cells, 0, False, True, True
@@ -71,7 +74,8 @@ def main(argv=None) -> None:
             lambda: (torch.mm(dG, w_ih), torch.mm(dG.t(), x.view(T * B, I)), torch.mm(dG.t(), y.view(T * B, H)), dG.sum(0)),
             n,
         ),
-        "  recurrent GEMMs (T steps) ": median_ms(lambda: [torch.mm(dG[:B], w_hh, out=h) for _ in range(T)], n),
+        "  recurrent GEMMs (T steps), at::mm ": median_ms(lambda: [torch.mm(dG[:B], w_hh, out=h) for _ in range(T)], n),
+        "  recurrent GEMMs (T steps), panels ": median_ms(lambda: _C.step_matmul(dG[:B], w_hh, T), n),
     }
     print(f"T{T} B{B} I{I} H{H} float32, threads {torch.get_num_threads()}, median of {n} (ms)")
     for name, ms in rows.items():

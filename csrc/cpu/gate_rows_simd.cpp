@@ -22,13 +22,23 @@
 namespace rnnkernels {
 
 #ifdef RNNKERNELS_SIMD
-// Sleef's 1-ulp exp and tanh on whole vectors, through ATen's Vectorized.
+// Sleef on whole vectors: the 1-ulp exp through ATen's Vectorized, and the
+// 3.5-ulp tanh, which takes 1.1 ns per float here against 2.7 ns for the
+// 1-ulp one ATen's tanh() calls; tanh is most of a gate pass's time.
 template <typename T>
 struct MathFns<at::vec::Vectorized<T>> {
   using V = at::vec::Vectorized<T>;
   static V exp(V x) { return x.exp(); }
-  static V tanh(V x) { return x.tanh(); }
+  static V tanh(V x);
 };
+template <>
+inline at::vec::Vectorized<float> MathFns<at::vec::Vectorized<float>>::tanh(V x) {
+  return V(Sleef_finz_tanhf8_u35avx2(x));
+}
+template <>
+inline at::vec::Vectorized<double> MathFns<at::vec::Vectorized<double>>::tanh(V x) {
+  return V(Sleef_finz_tanhd4_u35avx2(x));
+}
 
 template <typename T>
 struct SimdLanes {

@@ -12,9 +12,12 @@
 namespace rnnkernels {
 namespace {
 
-// Depth of one pass over the panels: a panel's slice then takes 16 KiB and
-// stays in L1 while every row block of A streams past it.
-constexpr int64_t kDepthBlock = 256;
+// Depth of one pass over the panels. A panel's slice (up to 128 KiB) and the
+// rows of a (a few, at step shapes) then stay in L2 while the tiles walk the
+// slice once per row block; the panels themselves stream from L3 in long
+// contiguous runs, which the prefetcher follows. Shallower blocks that fit
+// L1 measured slower at the per-step shapes (bench.gemm_rates).
+constexpr int64_t kDepthBlock = 2048;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -30,17 +33,25 @@ TileFn<double> avx2_tile<double>(int rows, int np) { return avx2_tile_f64(rows, 
 // cache. The tile over the last, partly filled panel goes through a
 // full-width scratch tile.
 template <typename T>
-struct BlockRunner {
-  const T* panels;
-  int64_t K, N;
+struct TileTable {
   TileFn<T> fn[kMaxTileRows + 1][2];  // [rows][np == 1 ? 0 : 1]
-
-  BlockRunner(const T* p, int64_t K_, int64_t N_) : panels(p), K(K_), N(N_) {
+  TileTable() {
     for (int r = 1; r <= kMaxTileRows; ++r) {
       fn[r][0] = avx2_tile<T>(r, 1);
       fn[r][1] = avx2_tile<T>(r, panels_per_tile(r));
     }
   }
+  static const TileTable& get() {
+    static const TileTable table;
+    return table;
+  }
+};
+
+template <typename T>
+struct BlockRunner {
+  const T* panels;
+  int64_t K, N;
+  const TileTable<T>& tiles = TileTable<T>::get();
 
   // Rows [0, rows) of a (row stride lda, depth kc starting at k0) against
   // panels [p0, p1), into c (rows, ldc) whose column 0 is panel 0's.
@@ -57,7 +68,7 @@ struct BlockRunner {
         const int r = static_cast<int>(r1 - r0);
         Tile<T> t{kc, a + r0 * lda, lda, panels + (p * K + k0) * NR, K * NR,
                   c + r0 * ldc + p * NR, ldc, accumulate};
-        TileFn<T> f = fn[r][n_here == 1 ? 0 : 1];
+        TileFn<T> f = tiles.fn[r][n_here == 1 ? 0 : 1];
         if (p < full) {
           f(t);
         } else {
@@ -109,11 +120,13 @@ PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_
       T* out = dst + p * K * NR;
       if (nv < NR) std::fill(out, out + K * NR, T(0));
       if (sk == 1) {
-        // Rows of b^T (a weight used as w.t()): read each column's k run.
-        for (int64_t j = 0; j < nv; ++j) {
-          const T* src = b + (n0 + j) * sn;
-          for (int64_t k = 0; k < K; ++k) out[k * NR + j] = src[k];
-        }
+        // Columns of b are contiguous (a weight used as w.t()): walk k once,
+        // reading one element of each column, so every write fills a whole
+        // panel row and every column's cache line serves 16 steps of k.
+        const T* col[kPanelWidth<T>];
+        for (int64_t j = 0; j < nv; ++j) col[j] = b + (n0 + j) * sn;
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t j = 0; j < nv; ++j) out[k * NR + j] = col[j][k];
       } else {
         for (int64_t k = 0; k < K; ++k) {
           const T* src = b + k * sk + n0 * sn;
@@ -139,7 +152,7 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, i
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc + n0, c + m * ldc + n1, T(0));
     return;
   }
-  const BlockRunner<T> runner(panels_.const_data_ptr<T>(), K_, N_);
+  const BlockRunner<T> runner{panels_.const_data_ptr<T>(), K_, N_};
   for (int64_t k0 = 0; k0 < K_; k0 += kDepthBlock) {
     const int64_t kc = std::min(kDepthBlock, K_ - k0);
     runner.run(M, a + k0, lda, k0, kc, p0, p1, c, ldc, /*accumulate=*/k0 > 0);
@@ -175,7 +188,8 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
 template class StepMatrix<float>;
 template class StepMatrix<double>;
 
-at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b) {
+at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b, int64_t repeats) {
+  TORCH_CHECK(repeats >= 1, "step_matmul: repeats must be positive, got ", repeats);
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2, "step_matmul: expected 2-D a and b, got ",
               a.dim(), "-D and ", b.dim(), "-D");
   TORCH_CHECK(a.size(1) == b.size(0), "step_matmul: a is ", a.sizes(), " but b is ", b.sizes());
@@ -191,8 +205,9 @@ at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b) {
     constexpr int64_t NC = kStepColumns<scalar_t>;
     const StepMatrix<scalar_t> w(b);
     at::parallel_for(0, (N + NC - 1) / NC, 1, [&](int64_t p0, int64_t p1) {
-      w.multiply(M, ac.const_data_ptr<scalar_t>(), ac.size(1), out.mutable_data_ptr<scalar_t>(), N,
-                 p0 * NC, std::min(N, p1 * NC));
+      for (int64_t r = 0; r < repeats; ++r)
+        w.multiply(M, ac.const_data_ptr<scalar_t>(), ac.size(1), out.mutable_data_ptr<scalar_t>(),
+                   N, p0 * NC, std::min(N, p1 * NC));
     });
   });
   return out;

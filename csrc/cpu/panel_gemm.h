@@ -65,6 +65,8 @@ class StepMatrix {
 
 // a @ b for 2-D CPU tensors through StepMatrix, its panels split between
 // threads as the time loops split them: what tests and benchmarks call.
-at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b);
+// With repeats > 1 the same product is computed that many times from one
+// packing, as a time loop does.
+at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b, int64_t repeats = 1);
 
 }  // namespace rnnkernels

@@ -24,8 +24,8 @@ from conftest import requires_extension
 
 pytestmark = requires_extension
 
-# Large enough that each per-step gate pass (B * H elements) and the GEMMs are
-# split across threads.
+# Large enough that the time loops run on a team of two threads and MKL
+# splits the GEMMs over all steps.
 T, B, I, H = 12, 24, 16, 40
 
 CONFIGS = {
@@ -101,10 +101,10 @@ def test_bitwise_repeatable_with_one_and_two_threads(config, dtype):
         if n in runs:
             assert_bitwise_equal(result, runs[n])
         runs[n] = result
-    # Across thread counts only rounding may differ: the gate passes split
-    # rows into fixed spans, whatever the thread count, but MKL's sgemm picks
-    # other kernels for some shapes with 2 threads (torch.mm itself differs
-    # in the last bit for M = 5, 6, 7, 9, ... rows).
+    # Across thread counts only rounding may differ: the time loops give the
+    # same bits with any team (test_step_team.py), but the GEMMs over all
+    # steps are MKL's, whose sgemm picks other kernels for some shapes with 2
+    # threads (torch.mm itself differs in the last bit for M = 5, 6, 7, 9, ...).
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
     for u, v in zip(runs[1], runs[2]):
         torch.testing.assert_close(u, v, **tol)

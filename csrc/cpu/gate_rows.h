@@ -86,7 +86,16 @@ int64_t backward_span(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H)
   return j;
 }
 
-// Units [j0, j1) of one row, on SIMD vectors where the CPU has them.
+// The AVX2 spans (gate_rows_simd.cpp): units [j0, j) in whole vectors,
+// returning j; only to be called when simd_rows_available().
+bool simd_rows_available();
+int64_t forward_row_simd(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
+int64_t forward_row_simd(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
+int64_t backward_row_simd(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
+int64_t backward_row_simd(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
+
+// Units [j0, j1) of one row, on SIMD vectors where the CPU has them
+// (gate_rows.cpp).
 void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
 void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
 void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);

@@ -1,6 +1,21 @@
 // The gate rows on AVX2 vectors. This file alone is compiled for AVX2 + FMA
 // (the pragma below, as ATen compiles its own per-capability kernels); the
 // entry points check the CPU at run time and use scalars without AVX2.
+//
+// c10's headers come before the pragma, so that no inline function of theirs
+// gets an out-of-line AVX2 copy the linker might keep for every caller;
+// ATen's vector classes, included after it, live in a per-capability
+// namespace, and everything this file instantiates is on those vectors (the
+// scalar rows are gate_rows.cpp's).
+#include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <c10/util/complex.h>
+#include <c10/util/irange.h>
+
+#include <cmath>
+#include <type_traits>
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx2,fma")
 // What -mavx2 -mfma would define; sleef.h and ATen key their AVX2 code on it.
@@ -48,31 +63,34 @@ struct SimdLanes {
   static void store(V v, T* p) { v.store(p); }
 };
 
-static bool cpu_has_avx2() {
+template <typename Row>
+int64_t forward_simd(const Row& w, int64_t j0, int64_t j1, int64_t H) {
+  using T = std::remove_const_t<std::remove_pointer_t<decltype(w.c)>>;
+  return forward_span<SimdLanes<T>>(w, j0, j1, H);
+}
+template <typename Row>
+int64_t backward_simd(const Row& w, int64_t j0, int64_t j1, int64_t H) {
+  using T = std::remove_const_t<std::remove_pointer_t<decltype(w.dc)>>;
+  return backward_span<SimdLanes<T>>(w, j0, j1, H);
+}
+
+bool simd_rows_available() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
 }
-#endif
+int64_t forward_row_simd(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { return forward_simd(w, j0, j1, H); }
+int64_t forward_row_simd(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { return forward_simd(w, j0, j1, H); }
+int64_t backward_row_simd(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { return backward_simd(w, j0, j1, H); }
+int64_t backward_row_simd(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { return backward_simd(w, j0, j1, H); }
 
-template <typename T>
-static void forward_row_impl(const ForwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
-#ifdef RNNKERNELS_SIMD
-  if (cpu_has_avx2()) j = forward_span<SimdLanes<T>>(w, j, j1, H);
-#endif
-  forward_span<ScalarLanes<T>>(w, j, j1, H);
-}
+#else
 
-template <typename T>
-static void backward_row_impl(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
-#ifdef RNNKERNELS_SIMD
-  if (cpu_has_avx2()) j = backward_span<SimdLanes<T>>(w, j, j1, H);
-#endif
-  backward_span<ScalarLanes<T>>(w, j, j1, H);
-}
+bool simd_rows_available() { return false; }
+int64_t forward_row_simd(const ForwardRow<float>&, int64_t j0, int64_t, int64_t) { return j0; }
+int64_t forward_row_simd(const ForwardRow<double>&, int64_t j0, int64_t, int64_t) { return j0; }
+int64_t backward_row_simd(const BackwardRow<float>&, int64_t j0, int64_t, int64_t) { return j0; }
+int64_t backward_row_simd(const BackwardRow<double>&, int64_t j0, int64_t, int64_t) { return j0; }
 
-void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { forward_row_impl(w, j0, j1, H); }
-void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { forward_row_impl(w, j0, j1, H); }
-void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { backward_row_impl(w, j0, j1, H); }
-void backward_row(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { backward_row_impl(w, j0, j1, H); }
+#endif
 
 }  // namespace rnnkernels

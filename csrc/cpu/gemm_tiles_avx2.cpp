@@ -1,13 +1,17 @@
 // AVX2 + FMA tiles of the CPU GEMM. This file alone is compiled for AVX2 +
 // FMA (the pragma below, as gate_rows_simd.cpp); the lookups check the CPU at
 // run time and return null without it.
+//
+// Headers with inline functions come before the pragma: an out-of-line copy
+// compiled for AVX2 could otherwise be the one the linker keeps for callers
+// on CPUs without it.
+#include "gemm_tiles.h"
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx2,fma")
 #define RNNKERNELS_AVX2_TILES 1
 #include <immintrin.h>
 #endif
-
-#include "gemm_tiles.h"
 
 namespace rnnkernels {
 

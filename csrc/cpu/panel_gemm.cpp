@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstdlib>
 #include <cstring>
 
@@ -113,6 +114,7 @@ PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_
   count_ = ceil_div(N, NR);
   panels_ = at::empty({count_ * K * NR}, at::CppTypeToScalarType<T>::value);
   T* dst = panels_.mutable_data_ptr<T>();
+  data_ = dst;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K * NR));
   at::parallel_for(0, count_, grain, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
@@ -152,7 +154,7 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, i
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc + n0, c + m * ldc + n1, T(0));
     return;
   }
-  const BlockRunner<T> runner{panels_.const_data_ptr<T>(), K_, N_};
+  const BlockRunner<T> runner{data_, K_, N_};
   for (int64_t k0 = 0; k0 < K_; k0 += kDepthBlock) {
     const int64_t kc = std::min(kDepthBlock, K_ - k0);
     runner.run(M, a + k0, lda, k0, kc, p0, p1, c, ldc, /*accumulate=*/k0 > 0);
@@ -173,6 +175,9 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
                              int64_t n0, int64_t n1) const {
   static_assert(kStepColumns<T> == kPanelWidth<T>, "a thread's columns are whole panels");
   if (M <= 0 || n0 >= n1) return;
+  // A share that did not start on a panel would write its neighbour's
+  // columns; the callers' shares are whole panels.
+  assert(n0 % kStepColumns<T> == 0 && (n1 % kStepColumns<T> == 0 || n1 == b_.size(1)));
   if (packed_) {
     packed_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>,
                              ceil_div(n1, kStepColumns<T>));

@@ -36,6 +36,7 @@ class PanelMatrix {
 
  private:
   at::Tensor panels_;
+  const T* data_;  // panels_'s data, read without ATen calls inside a team
   int64_t K_, N_, count_;
 };
 

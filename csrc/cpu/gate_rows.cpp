@@ -1,0 +1,27 @@
+// The row entry points: AVX2 spans where the CPU has them, scalars for the
+// rest. Compiled without the AVX2 pragma, so the scalar code runs anywhere.
+#include "gate_rows.h"
+
+namespace rnnkernels {
+namespace {
+
+template <typename T>
+void forward_row_impl(const ForwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+  if (simd_rows_available()) j = forward_row_simd(w, j, j1, H);
+  forward_span<ScalarLanes<T>>(w, j, j1, H);
+}
+
+template <typename T>
+void backward_row_impl(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+  if (simd_rows_available()) j = backward_row_simd(w, j, j1, H);
+  backward_span<ScalarLanes<T>>(w, j, j1, H);
+}
+
+}  // namespace
+
+void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { forward_row_impl(w, j0, j1, H); }
+void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { forward_row_impl(w, j0, j1, H); }
+void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { backward_row_impl(w, j0, j1, H); }
+void backward_row(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { backward_row_impl(w, j0, j1, H); }
+
+}  // namespace rnnkernels

@@ -155,3 +155,19 @@ def test_quick_preset_smoke(tmp_path, capsys):
     for s in doc["skipped"]:
         assert s["reason"]
     assert out_png.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("feature_cost", ["--config", "6,3,5,8", "--window", "2", "--repeats", "2"]),
+        ("gemm_rates", ["--config", "4,3,20", "--repeats", "2"]),
+        ("op_breakdown", ["--config", "4,3,5,20", "--repeats", "2"]),
+    ],
+)
+def test_breakdown_tools_run(module, argv, capsys):
+    import importlib
+
+    importlib.import_module(f"bench.{module}").main(argv)
+    out = capsys.readouterr().out
+    assert "threads" in out and len(out.splitlines()) >= 3

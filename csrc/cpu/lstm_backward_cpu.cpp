@@ -121,7 +121,9 @@ void backward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
   const int64_t* len = lens.data();
 
   const int64_t unit_blocks = (H + NC - 1) / NC, col_blocks = (P + NC - 1) / NC;
-  const int threads = team_size(2.0 * B * P * 4 * H, std::min(unit_blocks, col_blocks),
+  // Units set the team size: a thread whose share of h's columns is empty
+  // (a projection narrower than the team) still has units to work on.
+  const int threads = team_size(2.0 * B * P * 4 * H, unit_blocks,
                                 w_hh_m.packed() && (!w_hr_m || w_hr_m->packed()));
   run_team(threads, [&](const Team& team) {
     const Share ub = share_of(unit_blocks, team.id, team.size);

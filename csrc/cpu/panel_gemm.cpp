@@ -112,7 +112,7 @@ PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_
     : K_(K), N_(N) {
   constexpr int64_t NR = kPanelWidth<T>;
   count_ = ceil_div(N, NR);
-  panels_ = at::empty({count_ * K * NR}, at::CppTypeToScalarType<T>::value);
+  panels_ = at::empty({count_ * K * NR}, c10::CppTypeToScalarType<T>::value);
   T* dst = panels_.mutable_data_ptr<T>();
   data_ = dst;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K * NR));

@@ -91,8 +91,6 @@ def main(argv=None) -> int:
         progress.clear()
         print(report.config_table(cfg, recs, skips), flush=True)
         print()
-    for line in report.feature_costs(records):
-        print(line)
     for n in notes:
         print("note:", n)
     meta["wall_s"] = time.perf_counter() - started

@@ -4,8 +4,10 @@ round-robin in one process so that the machine's drift hits all three alike.
 
     python -m bench.feature_cost --config 100,16,256,256 --window 10 --reset 0.05
 
-The standard table's "costs ... over baseline" lines compare whole-module
-runs of separate configurations; this isolates the op and interleaves them.
+The standard preset's "window", "reset" and "baseline" rows are separate
+configurations, timed minutes apart; on a shared machine they drift apart by
+more than these features cost, so this tool isolates the op and interleaves
+the three.
 """
 
 from __future__ import annotations

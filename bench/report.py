@@ -82,26 +82,3 @@ def config_table(cfg: Config, records: list, skipped: list) -> str:
         out.append(f"  skipped {s['backend']}: {s['reason']}")
     return "\n".join(out)
 
-
-def feature_costs(records: list, backend: str = "rnnkernels") -> list:
-    """Lines saying what window and reset cost `backend`: each config that has
-    one, against the config of the same size without either, in the same run."""
-    plain_keys = ("T", "B", "I", "H", "layers", "dtype", "bidirectional", "proj")
-    times = {(r["config"]["name"], r["mode"]): r["median_ms"] for r in records if r["backend"] == backend}
-    configs = {r["config"]["name"]: r["config"] for r in records if r["backend"] == backend}
-    lines = []
-    for name, cfg in configs.items():
-        if not (cfg["window"] or cfg["reset"]):
-            continue
-        base = next((b for b, c in configs.items() if not (c["window"] or c["reset"])
-                     and all(c[k] == cfg[k] for k in plain_keys)), None)
-        if base is None:
-            continue
-        cells = []
-        for mode in ("fwd", "fwd+bwd"):
-            t, t0 = times.get((name, mode)), times.get((base, mode))
-            if t is not None and t0:
-                cells.append(f"{mode} {100 * (t / t0 - 1):+.1f}%")
-        if cells:
-            lines.append(f"{backend}: {name} costs {', '.join(cells)} over {base}")
-    return lines

@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from bench import __main__ as bench_main  # noqa: E402
-from bench import backends, check, configs, loops, report, runner, timing  # noqa: E402
+from bench import backends, check, configs, loops, runner, timing  # noqa: E402
 from bench.flops import lstm_flops, lstm_forward_flops  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -93,23 +93,6 @@ def test_peers_match_reference(cfg):
     eager = backends.Runner("eager", lambda x, r: loops.run_stack(
         lambda *a: loops.python_loop(loops.lstm_cell, *a), weights(), x, cfg, r), params)
     assert check.max_rel_error(check.outputs_and_grads(eager, x, reset), ref) < 1e-10
-
-
-def test_feature_costs_against_the_same_size_without():
-    def rec(cfg, mode, ms, backend="rnnkernels"):
-        return {"config": cfg.as_dict(), "backend": backend, "mode": mode, "median_ms": ms}
-
-    base = configs.Config("baseline", 10, 4, 8, 8)
-    window = configs.Config("window", 10, 4, 8, 8, window=5)
-    reset = configs.Config("reset", 10, 4, 8, 8, reset=0.1)
-    other = configs.Config("other-size", 10, 4, 8, 16, window=5)  # no baseline of its size
-    records = [rec(base, "fwd", 10.0), rec(base, "fwd+bwd", 20.0), rec(window, "fwd", 10.5),
-               rec(window, "fwd+bwd", 19.0), rec(reset, "fwd+bwd", 21.0), rec(other, "fwd", 1.0),
-               rec(window, "fwd", 99.0, backend="nn.LSTM")]
-    assert report.feature_costs(records) == [
-        "rnnkernels: window costs fwd +5.0%, fwd+bwd -5.0% over baseline",
-        "rnnkernels: reset costs fwd+bwd +5.0% over baseline",
-    ]
 
 
 def test_skip_reason():

@@ -1,7 +1,11 @@
+from contextlib import contextmanager
+from typing import NamedTuple
+
 import pytest
 import torch
 from hypothesis import settings
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkernels
 
@@ -10,13 +14,21 @@ settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
 settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True)
 settings.load_profile("ci")
 
+@contextmanager
+def num_threads(n):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors: one thread avoids waking the pool and spinning on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with num_threads(1):
+        yield
 
 
 requires_extension = pytest.mark.skipif(
@@ -48,3 +60,49 @@ def assert_close_all(actual, expected, **tol):
             assert a is None and e is None, f"item {i}: one gradient is missing"
             continue
         torch.testing.assert_close(a, e, **tol, msg=lambda m: f"item {i}: {m}")
+
+
+
+class Sizes(NamedTuple):
+    T: int
+    B: int
+    I: int  # noqa: E741
+    H: int
+
+
+def make_config(config, dtype, sizes, backend="fused", seed=0, reset_p=0.15):
+    """The module and one batch of inputs of a configuration: LSTM keyword
+    arguments plus "window", "reset" (a mask drawn with probability reset_p)
+    and "packed" (unsorted random lengths)."""
+    cfg = dict(config)
+    window, reset, packed = cfg.pop("window", 0), cfg.pop("reset", False), cfg.pop("packed", False)
+    T, B, I, H = sizes  # noqa: E741
+    torch.manual_seed(seed)
+    m = rnnkernels.LSTM(I, H, backend=backend, dtype=dtype, **cfg)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(T, B, I, generator=g, dtype=dtype)
+    kwargs = dict(window=window)
+    if reset:
+        kwargs["reset"] = torch.rand(T, B, generator=g) < reset_p
+    lengths = torch.randint(1, T + 1, (B,), generator=g) if packed else None
+    return m, x, lengths, kwargs
+
+
+def forward_config(m, x, lengths, kwargs):
+    """(y, h, c) of make_config's module on x, packed when lengths are given."""
+    inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
+    y, (h, c) = m(inp, **kwargs)
+    if lengths is not None:
+        y, _ = pad_packed_sequence(y, total_length=x.shape[0])
+    return y, h, c
+
+
+def config_outputs_and_grads(config, dtype, sizes, backend="fused", reset_p=0.15):
+    """y, h, c and the gradients of a random projection of them with respect
+    to x and every parameter."""
+    m, x, lengths, kwargs = make_config(config, dtype, sizes, backend=backend, reset_p=reset_p)
+    x = x.requires_grad_()
+    y, h, c = forward_config(m, x, lengths, kwargs)
+    g = torch.Generator().manual_seed(7)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=dtype)).sum() for t in (y, h, c))
+    return [y, h, c, *torch.autograd.grad(loss, [x, *m.parameters()])]

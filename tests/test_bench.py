@@ -13,6 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from bench import __main__ as bench_main  # noqa: E402
 from bench import backends, check, configs, loops, runner, timing  # noqa: E402
 from bench.flops import lstm_flops, lstm_forward_flops  # noqa: E402
+from conftest import num_threads  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -108,13 +109,11 @@ RECORD_KEYS = {"config", "backend", "mode", "median_ms", "spread", "gflops", "ro
 
 def test_quick_preset_smoke(tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    threads = torch.get_num_threads()
-    try:
-        # One thread: a shared, busy CI machine stalls multi-threaded runs badly.
+    # One thread: a shared, busy CI machine stalls multi-threaded runs badly.
+    # (--threads sets it for the process; num_threads puts it back.)
+    with num_threads(1):
         rc = bench_main.main(["--preset", "quick", "--device", "cpu", "--repeats", "1", "--warmup", "0",
                               "--threads", "1", "--json", str(out_json), "--plot", str(out_png)])
-    finally:
-        torch.set_num_threads(threads)
     assert rc == 0
     printed = capsys.readouterr().out
     assert "GEMM roofline" in printed and "threads" in printed

@@ -13,20 +13,19 @@ import os
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import rnnkernels
-from conftest import requires_extension
+from conftest import (Sizes, config_outputs_and_grads, forward_config, make_config, num_threads,
+                      requires_extension)
 
 pytestmark = requires_extension
 
 # Large enough that the time loops run on a team of two threads and MKL
 # splits the GEMMs over all steps.
 T, B, I, H = 12, 24, 16, 40
+SIZES = Sizes(T, B, I, H)
 
 CONFIGS = {
     "plain": dict(num_layers=1),
@@ -34,48 +33,6 @@ CONFIGS = {
     "proj": dict(num_layers=2, proj_size=24, window=3, reset=True),
     "packed": dict(num_layers=2, bidirectional=True, packed=True, window=4),
 }
-
-
-@contextmanager
-def num_threads(n):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def make(config, dtype, seed=0):
-    """The module and one batch of inputs of a configuration."""
-    cfg = dict(config)
-    window, reset, packed = cfg.pop("window", 0), cfg.pop("reset", False), cfg.pop("packed", False)
-    torch.manual_seed(seed)
-    m = rnnkernels.LSTM(I, H, backend="fused", dtype=dtype, **cfg)
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(T, B, I, generator=g, dtype=dtype)
-    kwargs = dict(window=window)
-    if reset:
-        kwargs["reset"] = torch.rand(T, B, generator=g) < 0.15
-    lengths = torch.randint(1, T + 1, (B,), generator=g) if packed else None
-    return m, x, lengths, kwargs
-
-
-def forward(m, x, lengths, kwargs):
-    inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
-    y, (h, c) = m(inp, **kwargs)
-    if lengths is not None:
-        y, _ = pad_packed_sequence(y, total_length=T)
-    return y, h, c
-
-
-def outputs_and_grads(config, dtype):
-    m, x, lengths, kwargs = make(config, dtype)
-    x = x.requires_grad_()
-    y, h, c = forward(m, x, lengths, kwargs)
-    g = torch.Generator().manual_seed(7)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=dtype)).sum() for t in (y, h, c))
-    return [y, h, c, *torch.autograd.grad(loss, [x, *m.parameters()])]
 
 
 def digest(tensors):
@@ -97,7 +54,7 @@ def test_bitwise_repeatable_with_one_and_two_threads(config, dtype):
     runs = {}
     for n in (1, 2, 1, 2):
         with num_threads(n):
-            result = outputs_and_grads(CONFIGS[config], dtype)
+            result = config_outputs_and_grads(CONFIGS[config], dtype, SIZES)
         if n in runs:
             assert_bitwise_equal(result, runs[n])
         runs[n] = result
@@ -115,7 +72,7 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 import test_determinism as d
 torch.set_num_threads({threads})
-print(d.digest(d.outputs_and_grads(d.CONFIGS[{config!r}], torch.float32)))
+print(d.digest(d.config_outputs_and_grads(d.CONFIGS[{config!r}], torch.float32, d.SIZES)))
 """
 
 
@@ -127,7 +84,7 @@ def test_same_bits_in_a_fresh_process(threads):
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr
     with num_threads(threads):
-        here = digest(outputs_and_grads(CONFIGS["stack"], torch.float32))
+        here = digest(config_outputs_and_grads(CONFIGS["stack"], torch.float32, SIZES))
     assert child.stdout.strip().splitlines()[-1] == here
 
 
@@ -162,15 +119,15 @@ def one_intra_op_thread():
 
 @pytest.mark.parametrize("config", ["stack", "proj", "packed"])
 def test_one_module_shared_by_threads_in_inference(config, one_intra_op_thread):
-    m, _, lengths, kwargs = make(CONFIGS[config], torch.float32)
+    m, _, lengths, kwargs = make_config(CONFIGS[config], torch.float32, SIZES)
     m.eval()
     inputs = [torch.randn(T, B, I, generator=torch.Generator().manual_seed(100 + k)) for k in range(4 * 5)]
     with torch.no_grad():
-        serial = [forward(m, x, lengths, kwargs) for x in inputs]
+        serial = [forward_config(m, x, lengths, kwargs) for x in inputs]
 
     def work(k):
         with torch.no_grad():
-            return [forward(m, x, lengths, kwargs) for x in inputs[k::4]]
+            return [forward_config(m, x, lengths, kwargs) for x in inputs[k::4]]
 
     got = _in_threads(4, work)
     for k in range(4):
@@ -182,13 +139,13 @@ def test_one_module_shared_by_threads_for_gradients(one_intra_op_thread):
     """torch.autograd.grad from several threads through the same parameters:
     each thread's gradients are those of a serial run (nothing accumulates
     into .grad, so this is legal concurrent use)."""
-    m, _, lengths, kwargs = make(CONFIGS["stack"], torch.float64)
+    m, _, lengths, kwargs = make_config(CONFIGS["stack"], torch.float64, SIZES)
     params = list(m.parameters())
     inputs = [torch.randn(T, B, I, dtype=torch.float64, generator=torch.Generator().manual_seed(200 + k)) for k in range(4 * 2)]
 
     def grads_of(x):
         x = x.clone().requires_grad_()
-        y, h, c = forward(m, x, lengths, kwargs)
+        y, h, c = forward_config(m, x, lengths, kwargs)
         loss = (y * y).sum() + h.sum() - c.sum()
         return [y.detach(), *torch.autograd.grad(loss, [x, *params])]
 

@@ -27,15 +27,6 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
-@pytest.fixture
-def one_thread():
-    # Small ops on 2 threads only add scheduling noise (and time) here.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _step(models, k, g):
     """One training-like call; the configuration rotates with k."""
     m = models[k % len(models)]

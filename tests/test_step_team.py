@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import rnnkernels
-from conftest import requires_extension
+from conftest import Sizes, config_outputs_and_grads, num_threads, requires_extension
 
 pytestmark = requires_extension
 
@@ -29,28 +27,8 @@ CONFIGS = {
 
 
 def run(config, dtype, backend, threads):
-    cfg = dict(config)
-    reset, packed, window = cfg.pop("reset", False), cfg.pop("packed", False), cfg.pop("window", 0)
-    torch.manual_seed(0)
-    m = rnnkernels.LSTM(I, H, backend=backend, dtype=dtype, **cfg)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(T, B, I, generator=g, dtype=dtype, requires_grad=True)
-    kwargs = dict(window=window)
-    if reset:
-        kwargs["reset"] = torch.rand(T, B, generator=g) < 0.2
-    lengths = torch.randint(1, T + 1, (B,), generator=g) if packed else None
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
-        y, (h, c) = m(inp, **kwargs)
-        if packed:
-            y, _ = pad_packed_sequence(y, total_length=T)
-        gy = torch.Generator().manual_seed(2)
-        loss = sum((t * torch.randn(t.shape, generator=gy, dtype=dtype)).sum() for t in (y, h, c))
-        return [y, h, c, *torch.autograd.grad(loss, [x, *m.parameters()])]
-    finally:
-        torch.set_num_threads(old)
+    with num_threads(threads):
+        return config_outputs_and_grads(config, dtype, Sizes(T, B, I, H), backend=backend, reset_p=0.2)
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

@@ -16,6 +16,8 @@
 #include <cmath>
 #include <type_traits>
 
+#include "cpu_features.h"
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx2,fma")
 // What -mavx2 -mfma would define; sleef.h and ATen key their AVX2 code on it.
@@ -74,10 +76,7 @@ int64_t backward_simd(const Row& w, int64_t j0, int64_t j1, int64_t H) {
   return backward_span<SimdLanes<T>>(w, j0, j1, H);
 }
 
-bool simd_rows_available() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
+bool simd_rows_available() { return cpu_has_avx2_fma(); }
 int64_t forward_row_simd(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { return forward_simd(w, j0, j1, H); }
 int64_t forward_row_simd(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { return forward_simd(w, j0, j1, H); }
 int64_t backward_row_simd(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { return backward_simd(w, j0, j1, H); }

@@ -5,6 +5,7 @@
 // Headers with inline functions come before the pragma: an out-of-line copy
 // compiled for AVX2 could otherwise be the one the linker keeps for callers
 // on CPUs without it.
+#include "cpu_features.h"
 #include "gemm_tiles.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -75,11 +76,6 @@ void tile(const Tile<T>& t) {
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) A::store(t.c + m * t.ldc + v * W, acc[m][v]);
   }
-}
-
-bool cpu_has_avx2_fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
 }
 
 template <typename T>

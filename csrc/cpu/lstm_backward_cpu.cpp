@@ -1,9 +1,6 @@
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <c10/util/irange.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "../lstm_args.h"
 #include "../lstm_math.h"
@@ -106,7 +103,6 @@ void backward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
                     const std::optional<at::Tensor>& w_hr, const at::Tensor& dG,
                     scalar_t* dr, const BackwardBuffers<scalar_t>& buf) {
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
-  constexpr int64_t NC = kStepColumns<scalar_t>;
   // Reverse directions with ragged lengths read a different time per sample,
   // so their rows of dG for one step are gathered before the product; two
   // buffers, since a thread may gather the next step while another still
@@ -120,16 +116,10 @@ void backward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
       d.proj ? std::make_optional<StepMatrix<scalar_t>>(*w_hr) : std::nullopt;
   const int64_t* len = lens.data();
 
-  const int64_t unit_blocks = (H + NC - 1) / NC, col_blocks = (P + NC - 1) / NC;
-  // Units set the team size: a thread whose share of h's columns is empty
-  // (a projection narrower than the team) still has units to work on.
-  const int threads = team_size(2.0 * B * P * 4 * H, unit_blocks,
-                                w_hh_m.packed() && (!w_hr_m || w_hr_m->packed()));
+  const StepSplit split{H, P, kStepColumns<scalar_t>};
+  const int threads = split.threads(B, w_hh_m.packed() && (!w_hr_m || w_hr_m->packed()));
   run_team(threads, [&](const Team& team) {
-    const Share ub = share_of(unit_blocks, team.id, team.size);
-    const int64_t u0 = ub.begin * NC, u1 = std::min(H, ub.end * NC);
-    const Share pb = share_of(col_blocks, team.id, team.size);
-    const int64_t p0 = pb.begin * NC, p1 = std::min(P, pb.end * NC);
+    const auto [u0, u1, p0, p1] = split.range(team);
     int64_t nb = 0;
     for (int64_t s = T - 1; s >= 0; --s) {
       while (nb < B && len[nb] > s) ++nb;

@@ -1,9 +1,6 @@
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <c10/util/irange.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "../lstm_args.h"
@@ -60,7 +57,6 @@ void forward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
                    at::Tensor& h, at::Tensor& c, at::Tensor& y,
                    at::Tensor& gates, at::Tensor& cells) {
   const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
-  constexpr int64_t NC = kStepColumns<scalar_t>;
   // Packed once, multiplied every step: per gate, so that a thread's columns
   // of the product are its units in all four gates.
   std::vector<StepMatrix<scalar_t>> w_gate;
@@ -85,14 +81,11 @@ void forward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
   zero_reset_rows(reset, 0, B, reverse, len, B, hbuf[0], P, 0, P);
   zero_reset_rows(reset, 0, B, reverse, len, B, cp, H, 0, H);
 
-  const int64_t unit_blocks = (H + NC - 1) / NC, col_blocks = (P + NC - 1) / NC;
-  const int threads = team_size(2.0 * B * P * 4 * H, unit_blocks,
-                                w_gate[0].packed() && (!w_hr_t || w_hr_t->packed()));
+  const StepSplit split{H, P, kStepColumns<scalar_t>};
+  const int threads =
+      split.threads(B, w_gate[0].packed() && (!w_hr_t || w_hr_t->packed()));
   run_team(threads, [&](const Team& team) {
-    const Share ub = share_of(unit_blocks, team.id, team.size);
-    const int64_t u0 = ub.begin * NC, u1 = std::min(H, ub.end * NC);
-    const Share pb = share_of(col_blocks, team.id, team.size);
-    const int64_t p0 = pb.begin * NC, p1 = std::min(P, pb.end * NC);
+    const auto [u0, u1, p0, p1] = split.range(team);
     int64_t nb = B;  // samples still running: lengths are sorted decreasing
     for (int64_t s = 0; s < T; ++s) {
       while (nb > 0 && len[nb - 1] <= s) --nb;

@@ -27,8 +27,6 @@ class PanelMatrix {
   // B(k, n) = b[k * sk + n * sn].
   PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn);
 
-  int64_t panels() const { return count_; }
-
   // Columns [p0, p1) * panel width (clipped to N) of c = a @ B on the calling
   // thread, for a (M, K) and c (M, N) with contiguous rows of stride lda, ldc.
   void multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,

@@ -48,6 +48,34 @@ struct Team {
   }
 };
 
+// How one LSTM time loop splits between the threads of a team: H units and
+// the P columns of h, in blocks of `block` columns (a panel of the per-step
+// products, so that a thread's columns are whole panels). With P == H the
+// two splits coincide.
+struct StepSplit {
+  int64_t H, P, block;
+
+  int64_t unit_blocks() const { return (H + block - 1) / block; }
+
+  // Threads for steps whose recurrent product is (B, P) x (P, 4H). Units set
+  // the count: a thread whose share of h's columns is empty (a projection
+  // narrower than the team) still has units to work on.
+  int threads(int64_t B, bool aten_free) const {
+    return team_size(2.0 * B * P * 4 * H, unit_blocks(), aten_free);
+  }
+
+  // Units [u0, u1) and columns of h [p0, p1) of one thread.
+  struct Range {
+    int64_t u0, u1, p0, p1;
+  };
+  Range range(const Team& team) const {
+    const Share u = share_of(unit_blocks(), team.id, team.size);
+    const Share p = share_of((P + block - 1) / block, team.id, team.size);
+    return {u.begin * block, std::min(H, u.end * block), p.begin * block,
+            std::min(P, p.end * block)};
+  }
+};
+
 // Runs body(team) on `threads` threads. With more than one, the body must not
 // throw (no exception may leave an OpenMP region, and a thread that left
 // early would strand the others at a barrier) and must not call ATen (the

@@ -1,0 +1,17 @@
+// Whether this CPU can run the files compiled for AVX2 + FMA
+// (gate_rows_simd.cpp, gemm_tiles_avx2.cpp). They include this before their
+// target pragma, so the check itself stays plain x86-64 code.
+#pragma once
+
+namespace rnnkernels {
+
+inline bool cpu_has_avx2_fma() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+}  // namespace rnnkernels

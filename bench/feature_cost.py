@@ -19,17 +19,15 @@ import torch
 
 import rnnkernels  # noqa: F401  (registers torch.ops.rnnkernels)
 
+from .layer_inputs import layer_inputs
 from .timing import interleaved
 
 
 def variants(T, B, I, H, window, reset_p, seed=0):  # noqa: E741
     """{name: zero-argument forward+backward call}."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(T, B, I, generator=g)
-    h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
-    w_ih = torch.randn(4 * H, I, generator=g) / H**0.5
-    w_hh = torch.randn(4 * H, H, generator=g) / H**0.5
-    b = torch.zeros(4 * H)
+    L = layer_inputs(T, B, I, H, g)
+    x, h0, c0, w_ih, w_hh, b = L.x, L.h0, L.c0, L.w_ih, L.w_hh, L.b
     reset = torch.rand(T, B, generator=g) < reset_p
     grad_y = torch.randn(T, B, H, generator=g)
     op = torch.ops.rnnkernels

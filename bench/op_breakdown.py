@@ -22,6 +22,8 @@ import torch
 import rnnkernels  # noqa: F401  (registers torch.ops.rnnkernels)
 from rnnkernels._extension import _C
 
+from .layer_inputs import layer_inputs
+
 
 def median_ms(fn, repeats: int, warmup: int = 5) -> float:
     for _ in range(warmup):
@@ -43,12 +45,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     T, B, I, H = (int(v) for v in args.config.split(","))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(T, B, I, generator=g)
-    h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
-    w_ih = torch.randn(4 * H, I, generator=g) / H**0.5
-    w_hh = torch.randn(4 * H, H, generator=g) / H**0.5
-    b = torch.zeros(4 * H)
+    L = layer_inputs(T, B, I, H, torch.Generator().manual_seed(0))
+    x, h0, c0, w_ih, w_hh, b = L.x, L.h0, L.c0, L.w_ih, L.w_hh, L.b
     op = torch.ops.rnnkernels
 
     def forward(save):

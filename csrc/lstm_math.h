@@ -82,35 +82,46 @@ RNNK_HD CellBackward<T> cell_backward(T i, T f, T g, T o, T c, T c_prev, T dh,
 
 // --- time bookkeeping --------------------------------------------------------
 //
-// The kernels walk "processing steps" s = 0, 1, ... . A forward direction
-// processes original time t = s; a reverse direction walks each sample
-// backwards from its own last valid step, t = len - 1 - s.
+// The kernels walk time over packed rows: the samples are sorted by length,
+// so the ones running at time t are 0 .. batch[t]-1. A forward direction
+// processes t = 0, 1, ..., T-1; a reverse direction t = T-1, ..., 0, so each
+// sample starts at its own last step and every sample ends at t = 0.
 
-RNNK_HD int64_t step_time(int64_t s, int64_t len, bool reverse) {
-  return reverse ? len - 1 - s : s;
+// Where step t of a direction meets the step processed before it, for one
+// sample: whether the sample ran that step (t is not its first), and the
+// index a window or a reset mask names the boundary by (the later time).
+struct StepEdge {
+  bool continued;
+  int64_t boundary;
+};
+
+// batch_next is the batch size of time t + 1 (0 past the end); only a reverse
+// direction reads it, since a sample running t ran t - 1 going forward.
+RNNK_HD StepEdge step_edge(int64_t t, int64_t b, bool reverse,
+                           int64_t batch_next) {
+  return reverse ? StepEdge{b < batch_next, t + 1} : StepEdge{t > 0, t};
 }
 
-// Going from processing step s-1 to s (s >= 1) crosses the boundary between
-// original times t and t+1; this returns t+1, the index a window or a reset
-// mask names for that boundary.
-RNNK_HD int64_t boundary_time(int64_t s, int64_t len, bool reverse) {
-  return reverse ? len - s : s;
+// The step processed just before t in this direction.
+RNNK_HD int64_t previous_time(int64_t t, bool reverse) {
+  return reverse ? t + 1 : t - 1;
 }
 
-// True when no gradient may flow from processing step s back into s-1:
-// the boundary is a multiple of the TBPTT window.
-RNNK_HD bool window_cut(int64_t s, int64_t len, bool reverse, int64_t window) {
-  return window > 0 && s > 0 && boundary_time(s, len, reverse) % window == 0;
+// Whether sample b's state is zeroed before this step; reset is (T, B) or
+// null. A forward direction can zero h0 itself (boundary 0); a reverse
+// direction's first step has nothing before it inside the sequence.
+RNNK_HD bool reset_before(StepEdge e, bool reverse, const bool* reset,
+                          int64_t B, int64_t b) {
+  return reset != nullptr && (e.continued || !reverse) &&
+         reset[e.boundary * B + b];
 }
 
-// True when the state is zeroed before processing step s. reset_row points at
-// the sample's mask value at time 0 with a stride of reset_stride between
-// times. At s = 0 only a forward direction has a "before" inside the sequence.
-RNNK_HD bool reset_before(int64_t s, int64_t len, bool reverse,
-                          const bool* reset_row, int64_t reset_stride) {
-  if (reset_row == nullptr) return false;
-  if (s == 0) return !reverse && reset_row[0];
-  return reset_row[boundary_time(s, len, reverse) * reset_stride];
+// Whether no gradient may flow from this step into the one before it: the
+// boundary is a multiple of the TBPTT window, or the state was reset there.
+RNNK_HD bool cut_before(StepEdge e, bool reverse, int64_t window,
+                        const bool* reset, int64_t B, int64_t b) {
+  return (window > 0 && e.continued && e.boundary % window == 0) ||
+         reset_before(e, reverse, reset, B, b);
 }
 
 }  // namespace rnnkernels

@@ -1,10 +1,11 @@
-// Schemas of the fused ops, their CPU implementations, and the Python module
-// rnnkernels._C that loads them and reports how the extension was built.
+// Schemas of the fused ops, and the Python module rnnkernels._C that loads
+// them and reports how the extension was built. Each backend registers its
+// kernels in its own folder (csrc/cpu, csrc/cuda).
 #include <torch/extension.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
-#include "cpu/lstm_cpu.h"
+#include "lstm_args.h"
 #include "cpu/panel_gemm.h"
 
 #ifndef RNNKERNELS_VERSION
@@ -12,23 +13,12 @@
 #endif
 
 TORCH_LIBRARY(rnnkernels, m) {
-  m.def(
-      "lstm_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? reset, "
-      "Tensor? lengths, int window, bool reverse, bool need_backward) -> "
-      "(Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
-  m.def(
-      "lstm_backward(Tensor? grad_y, Tensor? grad_hn, Tensor? grad_cn, "
-      "Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? w_hr, "
-      "Tensor? reset, Tensor? lengths, Tensor y, Tensor gates, Tensor cells, "
-      "int window, bool reverse, bool need_dx, bool need_bias) -> "
-      "(Tensor dx, Tensor dh0, Tensor dc0, Tensor dw_ih, Tensor dw_hh, "
-      "Tensor db, Tensor dw_hr)");
-}
-
-TORCH_LIBRARY_IMPL(rnnkernels, CPU, m) {
-  m.impl("lstm_forward", &rnnkernels::lstm_forward_cpu);
-  m.impl("lstm_backward", &rnnkernels::lstm_backward_cpu);
+  // The whole stack (every layer and direction) in one call, as aten::lstm:
+  // lstm is the public op; lstm_forward (which can save for backward) and
+  // lstm_backward are what its autograd runs (csrc/lstm_autograd.cpp).
+  m.def(rnnkernels::kLstmSchema);
+  m.def(rnnkernels::kLstmForwardSchema);
+  m.def(rnnkernels::kLstmBackwardSchema);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

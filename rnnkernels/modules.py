@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _extension, reference
-from .ops import lstm_layer as fused_layer
 
 BACKENDS = ("auto", "fused", "reference")
 
@@ -66,113 +64,97 @@ class LSTM(nn.RNNBase):
             s += f", window={self.window}"
         return s
 
-    def _layer_fn(self, device: torch.device):
+    def _stack_fn(self, device: torch.device):
+        """The op that runs the whole stack here: the fused one, or the
+        reference with the same arguments."""
         if self.backend == "reference":
-            return reference.lstm_layer
+            return reference.lstm
         missing = _extension.missing_kernels(device)
         if missing is None:
-            return fused_layer
+            return torch.ops.rnnkernels.lstm
         if self.backend == "fused":
             raise RuntimeError(f"rnnkernels: backend='fused' cannot run here: {missing}")
         _extension.warn_fallback_once(missing)
-        return reference.lstm_layer
-
-    def _weights(self, layer: int, suffix: str):
-        """w_ih, w_hh, b_ih, b_hh, w_hr of one layer-direction (None where off)."""
-        param = lambda kind: getattr(self, f"{kind}_l{layer}{suffix}")  # noqa: E731
-        bias = (param("bias_ih"), param("bias_hh")) if self.bias else (None, None)
-        w_hr = param("weight_hr") if self.proj_size > 0 else None
-        return param("weight_ih"), param("weight_hh"), *bias, w_hr
+        return reference.lstm
 
     def forward(self, input, hx=None, *, window=None, reset=None):
+        self._update_flat_weights()
         window = self.window if window is None else check_window(window)
-        num_directions = 2 if self.bidirectional else 1
-        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        packed = isinstance(input, PackedSequence)
-        lengths = None
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            max_batch_size = int(batch_sizes[0])
-            x = data
-            is_batched, batch_dim = True, 1
+        if isinstance(input, PackedSequence):
+            x, batch_sizes, sorted_indices, unsorted_indices = input
+            is_batched = True
+            if hx is not None:
+                # The state is checked in the sorted batch order the kernels use.
+                hx = self.permute_hidden(hx, sorted_indices)
+                self.check_forward_args(x, hx, batch_sizes)
+            else:
+                self.check_input(x, batch_sizes)
+            T, B = len(batch_sizes), int(batch_sizes[0])
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            batch_sizes = sorted_indices = unsorted_indices = None
             is_batched = input.dim() == 3
             batch_dim = 0 if self.batch_first else 1
             x = input if is_batched else input.unsqueeze(batch_dim)
-            max_batch_size = x.size(batch_dim)
-            sorted_indices = unsorted_indices = None
-            batch_sizes = None
-        if hx is None:
-            shape = (self.num_layers * num_directions, max_batch_size)
-            hx = (
-                torch.zeros(*shape, real_hidden_size, dtype=x.dtype, device=x.device),
-                torch.zeros(*shape, self.hidden_size, dtype=x.dtype, device=x.device),
-            )
-        elif packed:
-            hx = self.permute_hidden(hx, sorted_indices)
-        else:
-            want = 3 if is_batched else 2
-            if hx[0].dim() != want or hx[1].dim() != want:
-                kind = "batched 3-D" if is_batched else "unbatched 2-D"
-                raise RuntimeError(
-                    f"For {kind} input, hx and cx should also be {want}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
-                )
-            if not is_batched:
-                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        if packed:
-            # The state is checked in the sorted batch order the kernels use.
-            self.check_forward_args(data, hx, batch_sizes)
-            self._check_devices(data, hx)
-            x, lengths = _unpack_sorted(data, batch_sizes)
-        else:
-            self.check_forward_args(x, hx, None)
-            self._check_devices(x, hx)
+            if hx is None:
+                self.check_input(x, None)
+            else:
+                want = 3 if is_batched else 2
+                if hx[0].dim() != want or hx[1].dim() != want:
+                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                    raise RuntimeError(
+                        f"For {kind} input, hx and cx should also be {want}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                    )
+                if not is_batched:
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+                self.check_forward_args(x, hx, None)
             if self.batch_first:
                 x = x.transpose(0, 1)
-        if x.size(0) == 0:
+            T, B = x.shape[:2]
+        self._check_devices(x, hx)
+        if T == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        reset = self._time_major_reset(reset, x, is_batched, sorted_indices)
+        reset = self._time_major_reset(reset, T, B, x.device, is_batched, sorted_indices)
+        h, c = (None, None) if hx is None else hx
+        weights = self._flat_weights
+        run_dtype = _autocast_dtype(x, weights[0].dtype)
+        if run_dtype is not None:
+            cast = lambda t: None if t is None else t.to(run_dtype)  # noqa: E731
+            x, h, c, weights = cast(x), cast(h), cast(c), [cast(w) for w in weights]
+        output, h_n, c_n = self._stack_fn(x.device)(
+            x, h, c, weights, batch_sizes, reset, self.bias, self.num_layers, self.bidirectional,
+            float(self.dropout), self.training, window,
+        )  # fmt: skip
 
-        run_dtype = _autocast_dtype(x, self.weight_ih_l0.dtype)
-        if run_dtype is None:
-            out, h_n, c_n = self._run_stack(x, hx, reset, lengths, window, None)
-        else:
-            with torch.autocast(x.device.type, enabled=False):
-                x, hx = x.to(run_dtype), (hx[0].to(run_dtype), hx[1].to(run_dtype))
-                out, h_n, c_n = self._run_stack(x, hx, reset, lengths, window, run_dtype)
-
-        if packed:
-            out_data = out[_packed_index(batch_sizes, out.device)]
-            return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), self.permute_hidden(
-                (h_n, c_n), unsorted_indices
-            )
+        if batch_sizes is not None:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return output, self.permute_hidden((h_n, c_n), unsorted_indices)
         if self.batch_first:
-            out = out.transpose(0, 1)
+            output = output.transpose(0, 1)
         if not is_batched:
-            return out.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
-        return out, (h_n, c_n)
+            return output.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
+        return output, (h_n, c_n)
 
     def _check_devices(self, x, hx):
         """nn.LSTM's device checks, with its messages and in its order."""
-        if len(hx) != 2:
-            raise RuntimeError("lstm expects two hidden states")
-        for h in hx:
-            if h.device != x.device:
-                raise RuntimeError(
-                    "Input and hidden tensors are not at the same device, "
-                    f"found input tensor at {x.device} and hidden tensor at {h.device}"
-                )
-        for name in self._flat_weights_names:
-            w = getattr(self, name)
+        if hx is not None:
+            if len(hx) != 2:
+                raise RuntimeError("lstm expects two hidden states")
+            for h in hx:
+                if h.device != x.device:
+                    raise RuntimeError(
+                        "Input and hidden tensors are not at the same device, "
+                        f"found input tensor at {x.device} and hidden tensor at {h.device}"
+                    )
+        for w in self._flat_weights:
             if w.device != x.device:
                 raise RuntimeError(
                     "Input and parameter tensors are not at the same device, "
                     f"found input tensor at {x.device} and parameter tensor at {w.device}"
                 )
 
-    def _time_major_reset(self, reset, x, is_batched, sorted_indices):
+    def _time_major_reset(self, reset, T, B, device, is_batched, sorted_indices):
         """The reset mask as (T, B) bool in the batch order the kernels see.
 
         Users give it in the input's layout: (T, B), or (B, T) with batch_first
@@ -181,7 +163,6 @@ class LSTM(nn.RNNBase):
             return None
         if reset.dtype != torch.bool:
             raise TypeError(f"reset must be a bool tensor, got {reset.dtype}")
-        T, B = x.shape[:2]
         if not is_batched:
             layout, expected = "(T,)", (T,)
         elif self.batch_first:
@@ -196,31 +177,7 @@ class LSTM(nn.RNNBase):
             reset = reset.transpose(0, 1)
         if sorted_indices is not None:
             reset = reset.index_select(1, sorted_indices.to(reset.device))
-        return reset.to(x.device).contiguous()
-
-    def _run_stack(self, x, hx, reset, lengths, window, cast):
-        layer_fn = self._layer_fn(x.device)
-        num_directions = 2 if self.bidirectional else 1
-        h0, c0 = hx
-        h_n, c_n = [], []
-        for layer in range(self.num_layers):
-            outs = []
-            for direction in range(num_directions):
-                k = layer * num_directions + direction
-                weights = self._weights(layer, "_reverse" if direction else "")
-                if cast is not None:
-                    weights = [None if w is None else w.to(cast) for w in weights]
-                w_ih, w_hh, b_ih, b_hh, w_hr = weights
-                y, h, c = layer_fn(
-                    x, h0[k], c0[k], w_ih, w_hh, b_ih, b_hh, w_hr, reset, lengths, window, direction == 1
-                )
-                outs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            x = outs[0] if num_directions == 1 else torch.cat(outs, dim=2)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, p=self.dropout, training=True)
-        return x, torch.stack(h_n), torch.stack(c_n)
+        return reset.to(device).contiguous()
 
 
 def _autocast_dtype(x, weight_dtype):
@@ -230,26 +187,6 @@ def _autocast_dtype(x, weight_dtype):
     if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
         return None
     return torch.get_autocast_dtype(device) if device == "cuda" else weight_dtype
-
-
-def _unpack_sorted(data, batch_sizes):
-    """Packed rows to a zero-padded (T, B, I) tensor in the packed (sorted) batch
-    order, and the lengths (decreasing) as int64 on the CPU."""
-    batch_sizes = batch_sizes.cpu()
-    T, B = len(batch_sizes), int(batch_sizes[0])
-    lengths = (batch_sizes[None, :] > torch.arange(B)[:, None]).sum(1)
-    padded = data.new_zeros(T, B, data.size(-1))
-    padded[_packed_index(batch_sizes, data.device)] = data
-    return padded, lengths
-
-
-def _packed_index(batch_sizes, device):
-    """(time, batch) index pairs of the packed rows, in packed order."""
-    batch_sizes = batch_sizes.cpu()
-    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)
-    starts = torch.cumsum(batch_sizes, 0) - batch_sizes
-    b = torch.arange(int(batch_sizes.sum())) - torch.repeat_interleave(starts, batch_sizes)
-    return t.to(device), b.to(device)
 
 
 def replace_lstm(model: nn.Module, **kwargs) -> nn.Module:

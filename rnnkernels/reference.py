@@ -1,7 +1,11 @@
-"""Pure-PyTorch LSTM layer with exactly the fused op's semantics.
+"""Pure-PyTorch LSTM with exactly the fused op's semantics.
 
-It is the oracle of the tests and the fallback when the extension is not
-built. Written for clarity, one small op at a time; it is slow on purpose.
+It is the oracle of the tests, the fallback when the extension is not built,
+and what the fused op's double backward differentiates (rnnkernels/ops.py).
+Written for clarity, one small op at a time; it is slow on purpose.
+
+`lstm` takes the arguments of torch.ops.rnnkernels.lstm (the whole stack);
+`lstm_layer` is one layer in one direction on padded input.
 
 Semantics of one layer in one direction (shapes: x (T, B, I), h0 (B, P),
 c0 (B, H), P = proj_size or H):
@@ -80,3 +84,63 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, reset=Non
         valid = (steps < lens[None, :])[..., None]
         y = torch.where(valid, y.gather(0, src[..., None].expand(T, B, P)), torch.zeros_like(y))
     return y, h, c
+
+
+def packed_index(batch_sizes, device):
+    """(time, sample) of every packed row, in packed order."""
+    batch_sizes = batch_sizes.cpu()
+    t = torch.repeat_interleave(torch.arange(len(batch_sizes)), batch_sizes)
+    starts = torch.cumsum(batch_sizes, 0) - batch_sizes
+    b = torch.arange(int(batch_sizes.sum())) - torch.repeat_interleave(starts, batch_sizes)
+    return t.to(device), b.to(device)
+
+
+def _to_padded(rows, batch_sizes):
+    """Packed rows (N, F) as a zero-padded (T, B, F) tensor."""
+    T, B = len(batch_sizes), int(batch_sizes[0])
+    return rows.new_zeros(T, B, rows.shape[-1]).index_put(packed_index(batch_sizes, rows.device), rows)
+
+
+def lstm(input, hx, cx, params, batch_sizes, reset, has_biases, num_layers, bidirectional, dropout, train, window,
+         dropout_masks=None):  # fmt: skip
+    """The whole stack, with torch.ops.rnnkernels.lstm's arguments: returns
+    (output, hy, cy). dropout_masks, one (rows, D*P) tensor per layer below
+    the last, replaces the random masks of dropout between layers."""
+    D = 2 if bidirectional else 1
+    per = len(params) // (num_layers * D)
+    proj = per == (5 if has_biases else 3)
+    H = params[0].shape[0] // 4
+    P = params[per - 1].shape[0] if proj else H
+    if batch_sizes is not None:
+        x = _to_padded(input, batch_sizes)
+        lengths = (batch_sizes[None, :] > torch.arange(int(batch_sizes[0]))[:, None]).sum(1)
+    else:
+        x, lengths = input, None
+    B = x.shape[1]
+    if hx is None:
+        hx = x.new_zeros(num_layers * D, B, P)
+    if cx is None:
+        cx = x.new_zeros(num_layers * D, B, H)
+    h_n, c_n = [], []
+    for layer in range(num_layers):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            w = params[k * per : (k + 1) * per]
+            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
+            y, h, c = lstm_layer(x, hx[k], cx[k], w[0], w[1], b_ih, b_hh, w[-1] if proj else None, reset, lengths,
+                                 window, d == 1)  # fmt: skip
+            outs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        x = torch.cat(outs, 2)
+        if layer + 1 < num_layers and train and dropout > 0:
+            if dropout_masks is not None:
+                mask = dropout_masks[layer]
+                mask = _to_padded(mask, batch_sizes) if batch_sizes is not None else mask.view(x.shape)
+                x = x * mask
+            else:
+                x = torch.nn.functional.dropout(x, dropout, training=True)
+    if batch_sizes is not None:
+        x = x[packed_index(batch_sizes, x.device)]
+    return x, torch.stack(h_n), torch.stack(c_n)

@@ -45,6 +45,26 @@ def lstm_pair(*args, dtype=torch.float64, seed=0, backend="fused", **kwargs):
     return ref, ours
 
 
+class ChunkedLSTM(nn.Module):
+    """An LSTM run over chunks of k steps with the state detached between
+    them: the oracle of window=k (one direction: a reverse direction would
+    start each chunk from the wrong end)."""
+
+    def __init__(self, lstm, k):
+        super().__init__()
+        self.lstm, self.k = lstm, k
+
+    def forward(self, x, hx=None):
+        dim = 1 if self.lstm.batch_first else 0
+        T, ys = x.shape[dim], []
+        for start in range(0, T, self.k):
+            if start:
+                hx = tuple(s.detach() for s in hx)
+            y, hx = self.lstm(x.narrow(dim, start, min(self.k, T - start)), hx)
+            ys.append(y)
+        return torch.cat(ys, dim), hx
+
+
 def grads(outputs, inputs, seed=1):
     """Gradients of a random projection of `outputs`, so every output element
     matters with a different weight (a plain sum hides sign errors)."""

@@ -24,7 +24,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkernels
-from conftest import assert_close_all, grads, requires_extension
+from conftest import ChunkedLSTM, assert_close_all, grads, requires_extension
 
 pytestmark = requires_extension
 
@@ -283,22 +283,7 @@ def test_window_matches_detached_nn_lstm_chunks(c, k):
     t = build_tensors(c)
     out_f, g_f = run(fused, c, t)
 
-    class Chunked(nn.Module):
-        def __init__(self, lstm):
-            super().__init__()
-            self.lstm = lstm
-
-        def forward(self, x, hx):
-            dim = 1 if c.batch_first else 0
-            ys = []
-            for start in range(0, c.T, k):
-                if start:
-                    hx = tuple(s.detach() for s in hx)
-                y, hx = self.lstm(x.narrow(dim, start, min(k, c.T - start)), hx)
-                ys.append(y)
-            return torch.cat(ys, dim), hx
-
-    chunked = Chunked(ref)
+    chunked = ChunkedLSTM(ref, k)
     if c.weight_layouts is not None:
         c.weight_layouts = {f"lstm.{n}": v for n, v in c.weight_layouts.items()}
         t = {(f"lstm.{n}" if n.startswith(("weight", "bias")) else n): v for n, v in t.items()}

@@ -1,8 +1,8 @@
 """Hostile and degenerate inputs: the same exception (type and text) as
-nn.LSTM where nn.LSTM has one, a clear error of our own where it has none,
-the same result as nn.LSTM where it works, and never a crash: direct calls of
-torch.ops.rnnkernels.* with bad arguments and sizes whose allocation fails
-raise RuntimeError."""
+nn.LSTM where nn.LSTM has one (constructor and forward), a clear error of our
+own where it has none, the same result as nn.LSTM where it works, and never a
+crash: direct calls of torch.ops.rnnkernels.* with bad arguments and sizes
+whose allocation fails raise a RuntimeError that names the argument."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_mismatched_state_dtype_is_a_clear_runtime_error(batch_first):
         hx = (X(1, 2, 4, dtype=h_dtype), X(1, 2, 4, dtype=c_dtype))
         kind, _ = outcome(lambda: ref(x, hx))
         assert kind is RuntimeError
-        with pytest.raises(RuntimeError, match=r"rnnkernels\.lstm: [hc]0 has dtype \w+ but x has dtype \w+"):
+        with pytest.raises(RuntimeError, match=r"rnnkernels\.lstm: [hc]x has dtype \w+ but input has dtype \w+"):
             ours(x, hx)
 
 
@@ -106,7 +106,7 @@ def test_one_weight_of_another_dtype_is_a_clear_runtime_error():
         m.weight_hh_l1 = nn.Parameter(m.weight_hh_l1.detach().double())
     x = X(5, 2, 3)
     assert outcome(lambda: ref(x))[0] is RuntimeError
-    with pytest.raises(RuntimeError, match="rnnkernels.lstm: w_hh has dtype Double but x has dtype Float"):
+    with pytest.raises(RuntimeError, match="rnnkernels.lstm: weight_hh_l1 has dtype Double but input has dtype Float"):
         ours(x)
 
 
@@ -201,14 +201,38 @@ def test_bad_window(window):
         ours(X(5, 2, 3), window=window)
 
 
-def test_window_beyond_int64_is_refused_or_means_no_truncation():
+def test_window_beyond_int64_is_refused():
+    """The op's window is an int64: larger values are refused up front, and
+    the largest one means no truncation (test_window.py)."""
+    with pytest.raises(ValueError, match="window must be a non-negative int below 2\\*\\*63"):
+        rnnkernels.LSTM(3, 4, window=2**63)
     _, ours = pair32()
-    x = X(5, 2, 3)
-    made = outcome(lambda: rnnkernels.LSTM(3, 4, window=2**70))
-    if made[0] is not ValueError:
-        # Accepted: then it must behave as a window longer than any sequence.
-        y, _ = ours(x, window=2**70)
-        assert torch.equal(y, ours(x)[0])
+    with pytest.raises(ValueError, match="window must be a non-negative int below 2\\*\\*63"):
+        ours(X(5, 2, 3), window=2**70)
+    ours(X(5, 2, 3), window=2**63 - 1)
+
+
+CONSTRUCTOR_CASES = [
+    dict(input_size=3, hidden_size=0),
+    dict(input_size=3, hidden_size=4.0),
+    dict(input_size=0, hidden_size=4),
+    dict(input_size=3, hidden_size=4, num_layers=0),
+    dict(input_size=3, hidden_size=4, proj_size=-1),
+    dict(input_size=3, hidden_size=4, proj_size=4),
+    dict(input_size=3, hidden_size=4, dropout=1.5),
+    dict(input_size=3, hidden_size=4, dropout="x"),
+    dict(input_size=3, hidden_size=4, bias="yes"),
+]
+
+
+@pytest.mark.parametrize("kwargs", CONSTRUCTOR_CASES)
+def test_constructor_errors_match_nn_lstm(kwargs):
+    assert outcome(lambda: rnnkernels.LSTM(**kwargs)) == outcome(lambda: nn.LSTM(**kwargs))
+
+
+def test_bad_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        rnnkernels.LSTM(3, 4, backend="cudnn")
 
 
 # --- degenerate sizes: the same result as nn.LSTM ------------------------------
@@ -275,129 +299,166 @@ def test_non_finite_values_propagate_like_nn_lstm(where, value, dtype):
 z = torch.zeros
 
 
-def fwd_args(**change):
-    a = dict(x=z(5, 2, 3), h0=z(2, 4), c0=z(2, 4), w_ih=z(16, 3), w_hh=z(16, 4), b_ih=z(16), b_hh=z(16),
-             w_hr=None, reset=None, lengths=None, window=0, reverse=False, need_backward=True)  # fmt: skip
+def fwd_args(layers=1, bidirectional=False, proj=0, **change):
+    """torch.ops.rnnkernels.lstm's arguments for I=3, H=4, T=5, B=2."""
+    D, P = 2 if bidirectional else 1, proj or 4
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    params = []
+    for layer in range(layers):
+        for _ in range(D):
+            params += [r(16, 3 if layer == 0 else D * P), r(16, P), r(16), r(16)] + ([r(P, 4)] if proj else [])
+    a = dict(input=r(5, 2, 3), hx=r(layers * D, 2, P), cx=r(layers * D, 2, 4), params=params, batch_sizes=None,
+             reset=None, has_biases=True, num_layers=layers, bidirectional=bidirectional, dropout=0.0, train=False,
+             window=0)  # fmt: skip
     a.update(change)
     return a
 
 
+def with_param(k, t, **kw):
+    a = fwd_args(**kw)
+    a["params"][k] = t
+    return a
+
+
 @pytest.mark.parametrize(
-    "change,message",
+    "args,message",
     [
-        (dict(w_hr=torch.tensor(1.0)), "w_hr must have shape (P, H) with P > 0, got []"),
-        (dict(w_hr=z(4)), "w_hr must have shape (P, H) with P > 0, got [4]"),
-        (dict(w_hr=z(0, 4), h0=z(2, 0), w_hh=z(16, 0)), "w_hr must have shape (P, H) with P > 0, got [0, 4]"),
-        (dict(w_hr=z(2, 3), h0=z(2, 2), w_hh=z(16, 2)), "w_hr must have shape [2, 4], got [2, 3]"),
-        (dict(w_hr=z(2, 4, dtype=torch.float64), h0=z(2, 2), w_hh=z(16, 2)), "w_hr has dtype Double"),
-        (dict(w_ih=z(0, 3)), "w_ih must have shape (4*H, I)"),
-        (dict(w_ih=z(15, 3)), "w_ih must have shape (4*H, I)"),
-        (dict(w_ih=z(16)), "w_ih must have shape (4*H, I)"),
-        (dict(b_hh=z(16, 1)), "b_hh must have shape [16], got [16, 1]"),
-        (dict(b_ih=z(16, dtype=torch.float64)), "b_ih has dtype Double"),
-        (dict(c0=z(2, 4, dtype=torch.int32)), "c0 has dtype Int"),
-        (dict(x=z(5, 2, 3, dtype=torch.bool)), "x must be a floating point tensor"),
-        (dict(x=z(5, 2, 3, dtype=torch.complex64)), "x must be a floating point tensor"),
-        (dict(reset=z(5, 2, dtype=torch.uint8)), "reset must be a bool tensor"),
-        (dict(reset=z(2, 5, dtype=torch.bool)), "reset must have shape [5, 2], got [2, 5]"),
-        (dict(lengths=torch.tensor([5])), "lengths must be an int64 tensor of shape (2)"),
-        (dict(lengths=torch.tensor([[5, 5]])), "lengths must be an int64 tensor of shape (2)"),
-        (dict(lengths=torch.tensor([5, -1])), "lengths[1] = -1 is outside [0, T = 5]"),
-        (dict(window=-1), "window must be >= 0"),
-        (dict(window=-(2**62)), "window must be >= 0"),
+        (fwd_args(input=z(5, 2, 4)), "weight_ih_l0 must have shape [16, 4], got [16, 3]"),
+        (fwd_args(hx=z(1, 3, 4)), "hx must have shape [1, 2, 4], got [1, 3, 4]"),
+        (fwd_args(cx=z(1, 2, 5)), "cx must have shape [1, 2, 4], got [1, 2, 5]"),
+        (fwd_args(hx=z(1, 2, 4, dtype=torch.float64)), "hx has dtype Double but input has dtype Float"),
+        (fwd_args(cx=z(1, 2, 4, dtype=torch.int32)), "cx has dtype Int but input has dtype Float"),
+        (with_param(1, z(16, 5)), "weight_hh_l0 must have shape [16, 4], got [16, 5]"),
+        (with_param(2, z(15)), "bias_ih_l0 must have shape [16], got [15]"),
+        (with_param(3, z(16, 1)), "bias_hh_l0 must have shape [16], got [16, 1]"),
+        (with_param(3, z(16, dtype=torch.float64)), "bias_hh_l0 has dtype Double but input has dtype Float"),
+        (with_param(0, z(15, 3)), "weight_ih_l0 must have shape (4*hidden_size, input_size), got [15, 3]"),
+        (with_param(0, z(0, 3)), "weight_ih_l0 must have shape (4*hidden_size, input_size), got [0, 3]"),
+        (with_param(0, z(16)), "weight_ih_l0 must have shape (4*hidden_size, input_size), got [16]"),
+        (with_param(5, z(16, 3), layers=2, bidirectional=True), "weight_hh_l0_reverse must have shape [16, 4], got [16, 3]"),
+        (with_param(8, z(16, 3), layers=2, bidirectional=True), "weight_ih_l1 must have shape [16, 8], got [16, 3]"),
+        (with_param(4, torch.tensor(1.0), proj=2), "weight_hr_l0 must have shape (proj_size, hidden_size) with proj_size > 0, got []"),
+        (with_param(4, z(2, 3), proj=2), "weight_hr_l0 must have shape [2, 4], got [2, 3]"),
+        (fwd_args(params=fwd_args()["params"][:3]), "expected 4 or 5 params for each of the 1 layer-directions"),
+        (fwd_args(input=z(5, 2, 3, dtype=torch.bool)), "input must be a floating point tensor, got Bool"),
+        (fwd_args(input=z(5, 2, 3, dtype=torch.complex64)), "input must be a floating point tensor, got ComplexFloat"),
+        (fwd_args(input=z(5, 2)), "input must be 3-D (T, B, features), got 2-D"),
+        (fwd_args(reset=z(5, 2, dtype=torch.uint8)), "reset must be a bool tensor, got Byte"),
+        (fwd_args(reset=z(2, 5, dtype=torch.bool)), "reset must have shape [5, 2], got [2, 5]"),
+        (fwd_args(input=z(7, 3), batch_sizes=torch.tensor([2, 3, 2])), "batch_sizes must be positive and non-increasing, got batch_sizes[1] = 3"),
+        (fwd_args(input=z(7, 3), batch_sizes=torch.tensor([2, 2, 2])), "batch_sizes sum to 6 but the packed input has 7 rows"),
+        (fwd_args(input=z(4, 3), batch_sizes=torch.tensor([[2, 2]])), "batch_sizes must be a 1-D int64 tensor on the CPU"),
+        (fwd_args(input=z(4, 3), batch_sizes=torch.tensor([2, 2], dtype=torch.int32)), "batch_sizes must be a 1-D int64"),
+        (fwd_args(input=z(4, 3), batch_sizes=torch.tensor([2, 2, 0])), "batch_sizes must be positive"),
+        (fwd_args(input=z(5, 2, 3)[0], batch_sizes=None), "input must be 3-D"),
+        (fwd_args(window=-1), "window must be >= 0, got -1"),
+        (fwd_args(window=-(2**62)), "window must be >= 0"),
+        (fwd_args(num_layers=0), "num_layers must be at least 1, got 0"),
+        (fwd_args(dropout=-0.5), "dropout must be in [0, 1], got -0.5"),
     ],
 )
-def test_direct_forward_checks(change, message):
-    with pytest.raises(RuntimeError, match=re.escape(message)):
-        torch.ops.rnnkernels.lstm_forward(*fwd_args(**change).values())
+def test_direct_calls_name_the_bad_argument(args, message):
+    with pytest.raises(RuntimeError, match=re.escape("rnnkernels.lstm: ") + ".*" + re.escape(message)):
+        torch.ops.rnnkernels.lstm(*args.values())
 
 
-def test_direct_forward_refuses_other_float_types():
-    a = fwd_args(**{k: v.half() for k, v in fwd_args().items() if isinstance(v, torch.Tensor)})
-    with pytest.raises(RuntimeError):
-        torch.ops.rnnkernels.lstm_forward(*a.values())
-
-
-@pytest.mark.parametrize("other", ["h0", "c0", "w_ih", "w_hh", "b_ih", "reset"])
-def test_direct_forward_device_mismatch_is_refused(other):
+@pytest.mark.parametrize("other", ["hx", "cx", "params", "reset"])
+def test_direct_call_device_mismatch_is_refused(other):
     a = fwd_args(reset=z(5, 2, dtype=torch.bool))
-    a[other] = a[other].to("meta")
-    with pytest.raises(RuntimeError, match="meta|device"):
-        torch.ops.rnnkernels.lstm_forward(*a.values())
+    if other == "params":
+        a["params"][1] = a["params"][1].to("meta")
+    else:
+        a[other] = a[other].to("meta")
+    with pytest.raises(RuntimeError, match="is on meta but input is on cpu"):
+        torch.ops.rnnkernels.lstm(*a.values())
 
 
-def saved_forward(reverse=False, lengths=None, proj=False):
-    g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    P = 2 if proj else 4
-    a = dict(x=r(5, 2, 3), h0=r(2, P), c0=r(2, 4), w_ih=r(16, 3), w_hh=r(16, P), b_ih=r(16), b_hh=None,
-             w_hr=r(2, 4) if proj else None, reset=None, lengths=lengths, window=0, reverse=reverse,
-             need_backward=True)  # fmt: skip
-    y, hn, cn, gates, cells = torch.ops.rnnkernels.lstm_forward(*a.values())
-    b = dict(grad_y=torch.ones_like(y), grad_hn=torch.ones_like(hn), grad_cn=torch.ones_like(cn), x=a["x"],
-             h0=a["h0"], c0=a["c0"], w_ih=a["w_ih"], w_hh=a["w_hh"], w_hr=a["w_hr"], reset=None, lengths=lengths,
-             y=y, gates=gates, cells=cells, window=0, reverse=reverse, need_dx=True, need_bias=True)  # fmt: skip
-    return b
+def saved_forward(**kw):
+    """A forward that saves for backward, and the matching backward's arguments."""
+    a = fwd_args(**kw)
+    output, hy, cy, saved = torch.ops.rnnkernels.lstm_forward(*a.values(), True)
+    return dict(grad_output=torch.ones_like(output), grad_hy=torch.ones_like(hy), grad_cy=torch.ones_like(cy), **a,
+                output=output, saved=saved, need_input_grad=True)  # fmt: skip
+
+
+def _replace_saved(k, make):
+    def change(b):
+        saved = list(b["saved"])
+        saved[k] = make(saved[k])
+        return dict(saved=saved)
+
+    return change
 
 
 BACKWARD_CASES = [
-    (lambda b: dict(grad_y=b["grad_y"][:4]), "grad_y must have shape [5, 2, 4]"),
-    (lambda b: dict(grad_y=b["grad_y"].double()), "grad_y has dtype Double"),
-    (lambda b: dict(grad_hn=b["grad_hn"][:1]), "grad_hn must have shape [2, 4]"),
-    (lambda b: dict(grad_hn=b["grad_hn"].int()), "grad_hn has dtype Int"),
-    (lambda b: dict(grad_cn=z(2, 5)), "grad_cn must have shape [2, 4]"),
-    (lambda b: dict(y=b["y"][:, :1]), "y must have shape [5, 2, 4]"),
-    (lambda b: dict(y=b["y"].double()), "y has dtype Double"),
-    (lambda b: dict(gates=b["gates"][:4]), "gates must have shape [5, 2, 16]"),
-    (lambda b: dict(gates=b["gates"][..., :8]), "gates must have shape [5, 2, 16]"),
-    (lambda b: dict(gates=z(0)), "need_backward=True"),
-    (lambda b: dict(gates=b["gates"].double()), "gates has dtype Double"),
-    (lambda b: dict(cells=b["cells"][:, :, :3]), "cells must have shape [5, 2, 4]"),
-    (lambda b: dict(cells=b["cells"].reshape(2, 5, 4)), "cells must have shape [5, 2, 4]"),
-    (lambda b: dict(x=b["x"][:4]), "must have shape"),
-    (lambda b: dict(h0=z(3, 4)), "h0 must have shape [2, 4]"),
-    (lambda b: dict(w_hr=z(2, 4)), "w_hh must have shape [16, 2]"),
+    (lambda b: dict(grad_output=b["grad_output"][:4]), "grad_output must have shape [5, 2, 8]"),
+    (lambda b: dict(grad_output=b["grad_output"].double()), "grad_output has dtype Double"),
+    (lambda b: dict(grad_hy=b["grad_hy"][:, :1]), "grad_hy must have shape [4, 2, 4]"),
+    (lambda b: dict(grad_hy=b["grad_hy"].int()), "grad_hy has dtype Int"),
+    (lambda b: dict(grad_cy=z(4, 2, 5)), "grad_cy must have shape [4, 2, 4]"),
+    (lambda b: dict(output=b["output"][:, :1]), "output must have shape [5, 2, 8]"),
+    (lambda b: dict(output=b["output"].double()), "output has dtype Double"),
+    (lambda b: dict(saved=[]), "backward needs the 5 tensors a forward with need_backward=True saves, got 0"),
+    (lambda b: dict(saved=b["saved"][:4]), "backward needs the 5 tensors"),
+    (_replace_saved(0, lambda t: t[:, :4]), "saved gates must have shape [2, 10, 16]"),
+    (_replace_saved(0, lambda t: t.double()), "saved gates has dtype Double"),
+    (_replace_saved(1, lambda t: t[..., :3]), "saved cells must have shape [2, 10, 4]"),
+    (_replace_saved(2, lambda t: t.reshape(5, 16)), "saved layer output must have shape [10, 8]"),
+    (lambda b: dict(hx=z(4, 3, 4)), "hx must have shape [4, 2, 4]"),
     (lambda b: dict(reset=z(4, 2, dtype=torch.bool)), "reset must have shape [5, 2]"),
     (lambda b: dict(reset=z(5, 2)), "reset must be a bool tensor"),
-    (lambda b: dict(lengths=torch.tensor([6, 1])), "lengths[0] = 6 is outside"),
-    (lambda b: dict(lengths=torch.tensor([1, 5])), "lengths must be sorted in decreasing order"),
-    (lambda b: dict(lengths=torch.tensor([5, 1], dtype=torch.int32)), "lengths must be an int64 tensor"),
     (lambda b: dict(window=-2), "window must be >= 0"),
+    (lambda b: dict(num_layers=1), "expected 4 or 5 params for each of the 2 layer-directions"),
 ]
 
 
 @pytest.mark.parametrize("case", range(len(BACKWARD_CASES)))
-@pytest.mark.parametrize("reverse", [False, True])
-def test_direct_backward_checks(case, reverse):
+def test_direct_backward_checks(case):
     make, message = BACKWARD_CASES[case]
-    b = saved_forward(reverse)
+    b = saved_forward(layers=2, bidirectional=True)
     b.update(make(b))
     with pytest.raises(RuntimeError, match=re.escape(message)):
         torch.ops.rnnkernels.lstm_backward(*b.values())
 
 
-@pytest.mark.parametrize("reverse,proj", list(itertools.product([False, True], [False, True])))
-def test_direct_backward_accepts_strided_saved_tensors(reverse, proj):
-    """Saved tensors handed back with other strides give the same gradients."""
-    b = saved_forward(reverse, proj=proj)
+@pytest.mark.parametrize("bidirectional,proj", list(itertools.product([False, True], [0, 2])))
+def test_direct_backward_accepts_strided_and_expanded_tensors(bidirectional, proj):
+    """Tensors handed back with other strides, or gradients autograd made by
+    expanding one value, give the same gradients as contiguous ones."""
+    b = saved_forward(layers=2, bidirectional=bidirectional, proj=proj)
     want = torch.ops.rnnkernels.lstm_backward(*b.values())
-    for name in ("grad_y", "y", "gates", "cells", "x"):
-        b[name] = b[name].transpose(0, 1).contiguous().transpose(0, 1)
+    b["output"] = b["output"].transpose(0, 1).contiguous().transpose(0, 1)
+    b["saved"] = [s.transpose(0, -1).contiguous().transpose(0, -1) for s in b["saved"]]
+    b["input"] = b["input"].transpose(0, 1).contiguous().transpose(0, 1)
+    b["grad_output"] = torch.ones(1, 1, 1).expand(b["output"].shape)
+    b["grad_hy"] = torch.ones(1, 1, 1).expand(b["grad_hy"].shape)
     got = torch.ops.rnnkernels.lstm_backward(*b.values())
-    for w, g in zip(want, got):
+    for w, g in zip(want[:3] + tuple(want[3]), got[:3] + tuple(got[3])):
         assert torch.equal(w, g)
 
 
-def test_zero_lengths_and_zero_steps_are_fine():
-    b = saved_forward(reverse=True, lengths=torch.tensor([3, 0]))
-    dx, dh0, dc0, *_ = torch.ops.rnnkernels.lstm_backward(*b.values())
-    assert torch.equal(dx[:, 1], torch.zeros(5, 3)) and torch.equal(dh0[1], torch.ones(4))
-    a = fwd_args(x=z(0, 2, 3), h0=torch.randn(2, 4), c0=torch.randn(2, 4))
-    y, hn, cn, gates, cells = torch.ops.rnnkernels.lstm_forward(*a.values())
-    assert y.shape == (0, 2, 4) and torch.equal(hn, a["h0"]) and torch.equal(cn, a["c0"])
-    grads_ = torch.ops.rnnkernels.lstm_backward(None, hn, cn, a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], None,
-                                                None, None, y, gates, cells, 0, False, True, True)  # fmt: skip
-    assert torch.equal(grads_[1], hn) and torch.equal(grads_[3], z(16, 3))
+def test_zero_steps_and_empty_batches_are_fine():
+    a = fwd_args(input=z(0, 2, 3))
+    output, hy, cy = torch.ops.rnnkernels.lstm(*a.values())
+    assert output.shape == (0, 2, 4) and torch.equal(hy, a["hx"]) and torch.equal(cy, a["cx"])
+    b = saved_forward(input=z(0, 2, 3))
+    dx, dhx, dcx, dparams = torch.ops.rnnkernels.lstm_backward(*b.values())
+    assert torch.equal(dhx, b["grad_hy"]) and torch.equal(dparams[0], z(16, 3))
+    a = fwd_args(input=z(5, 0, 3), hx=z(1, 0, 4), cx=z(1, 0, 4))
+    assert torch.ops.rnnkernels.lstm(*a.values())[0].shape == (5, 0, 4)
+
+
+def test_lstm_forward_refuses_to_record_a_gradient():
+    """Only rnnkernels::lstm is differentiable; its forward half, called
+    directly with tensors that need a gradient, is refused, not recorded
+    without one."""
+    a = fwd_args()
+    a["input"].requires_grad_()
+    with pytest.raises(RuntimeError, match="has no gradient of its own; call torch.ops.rnnkernels.lstm"):
+        torch.ops.rnnkernels.lstm_forward(*a.values(), True)
+    with torch.no_grad():
+        assert torch.ops.rnnkernels.lstm_forward(*a.values(), True)[0].grad_fn is None
 
 
 # --- sizes whose allocation fails: RuntimeError, never a crash -----------------
@@ -413,29 +474,28 @@ def huge(*shape):
 @pytest.mark.parametrize(
     "change",
     [
-        dict(x=huge(HUGE, 2, 3)),  # T * B * 4H elements of gates
-        dict(x=huge(2, HUGE, 3), h0=huge(HUGE, 4), c0=huge(HUGE, 4)),  # batch
+        dict(input=huge(HUGE, 2, 3)),  # T * B * 4H elements of gates
+        dict(input=huge(2, HUGE, 3), hx=huge(1, HUGE, 4), cx=huge(1, HUGE, 4)),  # batch
         # T * B * 4H overflows int64
-        dict(x=huge(2**31, 2**31, 1), w_ih=z(16, 1), h0=huge(2**31, 4), c0=huge(2**31, 4)),
+        dict(input=huge(2**31, 2**31, 1), hx=None, cx=None, params=[z(16, 1), z(16, 4), z(16), z(16)]),
         # hidden size (with a projection, so that w_hh itself can exist as a view)
-        dict(x=huge(3, 2, 1), w_ih=huge(4 * HUGE, 1), w_hh=huge(4 * HUGE, 1), w_hr=huge(1, HUGE), h0=huge(2, 1),
-             c0=huge(2, HUGE), b_ih=None, b_hh=None),  # fmt: skip
-        dict(x=z(3).as_strided((2**35, 2**10, 3), (0, 0, 1)), h0=huge(2**10, 4), c0=huge(2**10, 4)),
+        dict(input=huge(3, 2, 1), hx=None, cx=None, has_biases=False,
+             params=[huge(4 * HUGE, 1), huge(4 * HUGE, 1), huge(1, HUGE)]),  # fmt: skip
+        dict(input=z(3).as_strided((2**35, 2**10, 3), (0, 0, 1)), hx=None, cx=None),
     ],
 )
 @pytest.mark.parametrize("need_backward", [True, False])
 def test_huge_sizes_raise_runtime_error(change, need_backward):
-    a = fwd_args(**change, need_backward=need_backward)
+    a = fwd_args(**change)
     with pytest.raises(RuntimeError, match="alloc|overflow|memory"):
-        torch.ops.rnnkernels.lstm_forward(*a.values())
+        torch.ops.rnnkernels.lstm_forward(*a.values(), need_backward)
 
 
 def test_huge_backward_raises_runtime_error():
-    T, B = HUGE, 2
-    b = dict(grad_y=huge(T, B, 4), grad_hn=None, grad_cn=None, x=huge(T, B, 3), h0=z(B, 4), c0=z(B, 4),
-             w_ih=z(16, 3), w_hh=z(16, 4), w_hr=None, reset=None, lengths=None, y=huge(T, B, 4),
-             gates=huge(T, B, 16), cells=huge(T, B, 4), window=0, reverse=True, need_dx=True,
-             need_bias=True)  # fmt: skip
+    b = saved_forward()
+    T = HUGE
+    b.update(input=huge(T, 2, 3), output=huge(T, 2, 4), grad_output=huge(T, 2, 4),
+             saved=[huge(1, 2 * T, 16), huge(1, 2 * T, 4)])  # fmt: skip
     with pytest.raises(RuntimeError, match="alloc|overflow|memory"):
         torch.ops.rnnkernels.lstm_backward(*b.values())
 

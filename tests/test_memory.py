@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -44,8 +45,8 @@ def _step(models, k, g):
     if k % 50 == 0:
         # A refused call must not leave anything behind either.
         with pytest.raises(RuntimeError):
-            torch.ops.rnnkernels.lstm_forward(x.detach(), h[0].detach(), c[0].detach()[:1], m.weight_ih_l0,
-                                              m.weight_hh_l0, None, None, None, None, None, 0, False, True)  # fmt: skip
+            torch.ops.rnnkernels.lstm(x.detach(), h.detach(), c.detach()[:, :1], list(m._flat_weights), None, None,
+                                      m.bias, m.num_layers, m.bidirectional, 0.0, True, 0)  # fmt: skip
 
 
 def test_resident_memory_does_not_grow(one_thread):
@@ -85,28 +86,18 @@ def test_resident_memory_does_not_grow(one_thread):
             assert torch.isfinite(p.grad).all()
 
 
-def _graph_nodes(*tensors):
-    seen, stack, out = set(), [t.grad_fn for t in tensors if t.grad_fn is not None], []
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        out.append(n)
-        stack.extend(f for f, _ in n.next_functions if f is not None)
-    return out
+class SavedStorages(torch.autograd.graph.saved_tensors_hooks):
+    """Weak references to the storage of everything autograd saves while it
+    is active: the fused op's activations, inputs and weights included."""
 
+    def __init__(self):
+        self.refs = []
 
-def _saved_storages(*tensors):
-    """Weak references to the storage of everything the fused op's autograd
-    nodes saved (activations, inputs, weights)."""
-    refs, fused_nodes = [], 0
-    for n in _graph_nodes(*tensors):
-        if "rnnkernels" in type(n).__name__:
-            fused_nodes += 1
-            refs += [StorageWeakRef(t.untyped_storage()) for t in n.saved_tensors if t is not None]
-    assert fused_nodes > 0
-    return refs
+        def pack(t):
+            self.refs.append(StorageWeakRef(t.untyped_storage()))
+            return t.detach()  # t itself would tie a saved output to its own node
+
+        super().__init__(pack, lambda t: t)
 
 
 CONFIGS = [
@@ -116,14 +107,15 @@ CONFIGS = [
 ]
 
 
-def _run(cfg):
+def _run(cfg, saved=None):
     cfg = dict(cfg)
     packed, window = cfg.pop("packed", False), cfg.pop("window", 0)
     torch.manual_seed(0)
     m = rnnkernels.LSTM(4, 8, backend="fused", **cfg)
     x = torch.randn(6, 3, 4, requires_grad=True)
     inp = pack_padded_sequence(x, torch.tensor([6, 2, 4]), enforce_sorted=False) if packed else x
-    y, (h, c) = m(inp, window=window, reset=torch.rand(6, 3) < 0.3)
+    with saved or nullcontext():
+        y, (h, c) = m(inp, window=window, reset=torch.rand(6, 3) < 0.3)
     y = y.data if packed else y
     keep = {StorageWeakRef(t.untyped_storage()).cdata for t in (x, *m.parameters())}
     return m, x, (y, h, c), keep
@@ -132,8 +124,10 @@ def _run(cfg):
 @pytest.mark.parametrize("cfg", CONFIGS)
 @pytest.mark.parametrize("how", ["backward", "drop outputs"])
 def test_saved_activations_freed_with_the_graph(cfg, how):
-    m, x, outs, keep = _run(cfg)
-    refs = _saved_storages(*outs)
+    saved = SavedStorages()
+    m, x, outs, keep = _run(cfg, saved)
+    refs = saved.refs
+    assert len(refs) > len(keep)  # the op saved activations of its own
     gc_was_enabled = gc.isenabled()
     gc.disable()  # freed by reference counting, not by a later collection
     try:
@@ -152,8 +146,7 @@ def test_inference_saves_nothing():
     with torch.no_grad():
         y, (h, c) = m(x.detach())
     assert y.grad_fn is None and h.grad_fn is None
-    # need_backward=False: the op returns empty activation tensors.
-    x0 = x.detach()
-    out = torch.ops.rnnkernels.lstm_forward(x0, torch.zeros(3, 8), torch.zeros(3, 8), m.weight_ih_l0.detach(),
-                                            m.weight_hh_l0.detach(), None, None, None, None, None, 0, False, False)  # fmt: skip
-    assert out[3].numel() == 0 and out[4].numel() == 0
+    saved = SavedStorages()
+    with torch.no_grad(), saved:
+        m(x)
+    assert saved.refs == []

@@ -1,141 +1,207 @@
-"""The fused op itself: opcheck, gradcheck, and agreement with the reference
-implementation over every flag (window, reset, lengths, reverse, projection)."""
+"""The fused stack op itself (torch.ops.rnnkernels.lstm): opcheck, gradcheck,
+agreement with the reference over every flag, one call per forward and one
+per backward whatever the stack, and fake kernels that raise what the C++
+kernels raise."""
+
+import re
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import assert_close_all, grads, requires_extension
-from rnnkernels import ops, reference
+from rnnkernels import reference
 
 pytestmark = requires_extension
 
+OP = torch.ops.rnnkernels.lstm
 
-def make_args(T, B, I, H, P=0, bias=True, reset_p=0.0, lengths=None, dtype=torch.float64, seed=0):
+
+def op_args(T=5, B=3, I=4, H=5, layers=2, bidirectional=True, proj=0, bias=True, lengths=None, reset_p=0.0,
+            window=0, dropout=0.0, train=False, with_hx=True, dtype=torch.float64, seed=0):  # fmt: skip
+    """The op's arguments, in schema order, with leaves that require grad.
+    lengths (sorted decreasing) makes the input packed."""
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s: (torch.randn(*s, generator=g, dtype=dtype) * 0.5).requires_grad_()  # noqa: E731
-    Hp = P or H
-    args = dict(
-        x=r(T, B, I),
-        h0=r(B, Hp),
-        c0=r(B, H),
-        w_ih=r(4 * H, I),
-        w_hh=r(4 * H, Hp),
-        b_ih=r(4 * H) if bias else None,
-        b_hh=r(4 * H) if bias else None,
-        w_hr=r(P, H) if P else None,
-        reset=(torch.rand(T, B, generator=g) < reset_p) if reset_p else None,
-        lengths=None if lengths is None else torch.tensor(lengths, dtype=torch.long),
-    )
-    return args
+    r = lambda *s: (torch.randn(*s, generator=g, dtype=torch.float64) * 0.5).to(dtype).requires_grad_()  # noqa: E731
+    D, P = 2 if bidirectional else 1, proj or H
+    params = []
+    for layer in range(layers):
+        for _ in range(D):
+            params += [r(4 * H, I if layer == 0 else D * P), r(4 * H, P)]
+            params += [r(4 * H), r(4 * H)] if bias else []
+            params += [r(P, H)] if proj else []
+    x = r(T, B, I)
+    batch_sizes = None
+    if lengths is not None:
+        packed = pack_padded_sequence(x.detach(), torch.tensor(lengths))
+        x, batch_sizes = packed.data.requires_grad_(), packed.batch_sizes
+    hx, cx = (r(layers * D, B, P), r(layers * D, B, H)) if with_hx else (None, None)
+    reset = torch.rand(max(lengths) if lengths else T, B, generator=g) < reset_p if reset_p else None
+    return dict(input=x, hx=hx, cx=cx, params=params, batch_sizes=batch_sizes, reset=reset, has_biases=bias,
+                num_layers=layers, bidirectional=bidirectional, dropout=dropout, train=train, window=window)  # fmt: skip
 
 
-def leaves(args):
-    return [v for v in args.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+def leaves(a):
+    return [t for t in (a["input"], a["hx"], a["cx"], *a["params"]) if t is not None]
 
 
-def positional(args, window=0, reverse=False, need_backward=True):
-    a = args
-    return (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], a["w_hr"], a["reset"], a["lengths"],
-            window, reverse, need_backward)  # fmt: skip
+def with_leaves(a, ts):
+    """a with its leaves replaced by ts, in leaves() order."""
+    a, ts = dict(a), list(ts)
+    for k in ("input", "hx", "cx"):
+        if a[k] is not None:
+            a[k] = ts.pop(0)
+    a["params"] = ts
+    return a
 
 
-CASES = [
-    dict(),
-    dict(bias=False),
-    dict(P=2),
-    dict(reset_p=0.3),
-    dict(lengths=[5, 3, 3, 1]),
-    dict(P=2, reset_p=0.3, lengths=[5, 4, 2, 0]),
-]
+CASES = {
+    "one layer": dict(layers=1, bidirectional=False),
+    "stack": dict(),
+    "no bias, no hx": dict(bias=False, with_hx=False),
+    "proj": dict(proj=2),
+    "packed": dict(lengths=[4, 3, 1]),
+    "packed proj reset": dict(proj=3, lengths=[4, 4, 2], reset_p=0.3, layers=3),
+    "reset": dict(reset_p=0.3, bidirectional=False),
+}
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("window", [0, 2])
-def test_opcheck(case, reverse, window):
-    args = make_args(5, 4, 3, 4, **case)
-    torch.library.opcheck(torch.ops.rnnkernels.lstm_forward.default, positional(args, window, reverse))
+def test_opcheck(case, window):
+    a = op_args(T=4, B=3, I=3, H=4, window=window, **CASES[case])
+    torch.library.opcheck(OP.default, tuple(a.values()))
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("reverse", [False, True])
-def test_gradcheck_op(case, reverse):
-    args = make_args(5, 4, 3, 3, **case)
-
-    def fn(*ts):
-        a = dict(args)
-        for k, t in zip([k for k, v in args.items() if isinstance(v, torch.Tensor) and v.requires_grad], ts):
-            a[k] = t
-        return ops.lstm_layer(**a, reverse=reverse)
-
-    assert torch.autograd.gradcheck(fn, leaves(args), eps=1e-6, atol=1e-7)
+def test_opcheck_with_dropout_between_layers():
+    # p = 1 drops everything, so the masks are the same in every run opcheck compares.
+    a = op_args(T=3, B=2, I=3, H=4, layers=3, dropout=1.0, train=True)
+    torch.library.opcheck(OP.default, tuple(a.values()))
 
 
-def test_gradcheck_module_weights_as_inputs():
-    import rnnkernels
-
-    torch.manual_seed(0)
-    m = rnnkernels.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, dtype=torch.float64, backend="fused")
-    names = [n for n, _ in m.named_parameters()]
-    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True)
-
-    def fn(x, h0, c0, *weights):
-        y, (h, c) = torch.func.functional_call(m, dict(zip(names, weights)), (x, (h0, c0)))
-        return y, h, c
-
-    assert torch.autograd.gradcheck(fn, (x, h0, c0, *[p.detach().requires_grad_() for p in m.parameters()]))
+@pytest.mark.parametrize("case", list(CASES))
+def test_gradcheck(case):
+    a = op_args(T=4, B=3, I=3, H=3, **CASES[case])
+    assert torch.autograd.gradcheck(lambda *ts: OP(**with_leaves(a, ts)), leaves(a), eps=1e-6, atol=1e-7)
 
 
-def compare_with_reference(args, window, reverse, tol):
-    out_f = ops.lstm_layer(**args, window=window, reverse=reverse)
-    out_r = reference.lstm_layer(**args, window=window, reverse=reverse)
+def compare_with_reference(a, tol):
+    out_f = OP(**a)
+    out_r = reference.lstm(**a)
     assert_close_all(out_f, out_r, **tol)
-    assert_close_all(grads(out_f, leaves(args)), grads(out_r, leaves(args)), **tol)
+    assert_close_all(grads(out_f, leaves(a)), grads(out_r, leaves(a)), **tol)
 
 
 @given(
-    T=st.integers(1, 7),
-    B=st.integers(1, 5),
-    I=st.integers(1, 6),
-    H=st.integers(1, 6),
+    T=st.integers(1, 6),
+    B=st.integers(1, 4),
+    I=st.integers(1, 5),
+    H=st.integers(1, 5),
+    layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
     proj=st.booleans(),
     bias=st.booleans(),
-    window=st.integers(0, 8),
-    reverse=st.booleans(),
+    window=st.integers(0, 7),
     reset_p=st.sampled_from([0.0, 0.2, 0.6]),
-    ragged=st.booleans(),
+    packed=st.booleans(),
+    with_hx=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_fused_matches_reference(T, B, I, H, proj, bias, window, reverse, reset_p, ragged, seed):
+def test_fused_matches_reference(T, B, I, H, layers, bidirectional, proj, bias, window, reset_p, packed, with_hx, seed):
     lengths = None
-    if ragged:
+    if packed:
         g = torch.Generator().manual_seed(seed)
-        lengths = sorted(torch.randint(0, T + 1, (B,), generator=g).tolist(), reverse=True)
-    P = max(1, H - 1) if proj and H > 1 else 0
-    args = make_args(T, B, I, H, P=P, bias=bias, reset_p=reset_p, lengths=lengths, seed=seed)
-    compare_with_reference(args, window, reverse, dict(rtol=1e-9, atol=1e-10))
+        lengths = sorted(torch.randint(1, T + 1, (B,), generator=g).tolist(), reverse=True)
+    a = op_args(T, B, I, H, layers, bidirectional, H - 1 if proj and H > 1 else 0, bias, lengths, reset_p, window,
+                with_hx=with_hx, seed=seed)  # fmt: skip
+    compare_with_reference(a, dict(rtol=1e-9, atol=1e-10))
 
 
 def test_float32_matches_reference():
-    args = make_args(9, 5, 6, 7, P=3, reset_p=0.2, lengths=[9, 7, 7, 2, 1], dtype=torch.float32)
-    compare_with_reference(args, 3, True, dict(rtol=1e-4, atol=1e-5))
+    a = op_args(9, 5, 6, 7, proj=3, reset_p=0.2, lengths=[9, 7, 7, 2, 1], window=3, dtype=torch.float32)
+    compare_with_reference(a, dict(rtol=1e-4, atol=1e-5))
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "rnnkernels":
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_call_per_forward_and_one_per_backward():
+    import rnnkernels
+
+    m = rnnkernels.LSTM(8, 8, num_layers=3, bidirectional=True)
+    x = torch.randn(1, 1, 8, requires_grad=True)
+    with CountOps() as count:
+        y, (h, c) = m(x)
+    assert count.calls == ["lstm_forward.default"]
+    with CountOps() as count:
+        (y.sum() + h.sum() + c.sum()).backward()
+    assert count.calls == ["lstm_backward.default"]
+    with torch.no_grad(), CountOps() as count:
+        m(x)
+    assert count.calls == ["lstm.default"]
 
 
 def test_inference_saves_nothing():
-    args = make_args(5, 3, 4, 6)
-    with torch.no_grad():
-        y, h, c, gates, cells = torch.ops.rnnkernels.lstm_forward(*positional(args, need_backward=False))
-    assert gates.numel() == 0 and cells.numel() == 0
-    y_ref, _, _ = reference.lstm_layer(**args)
-    torch.testing.assert_close(y, y_ref.detach())
+    a = op_args(lengths=[5, 3, 3], reset_p=0.2, window=2)
+    args = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
+    args["params"] = [p.detach() for p in a["params"]]
+    output, hy, cy, saved = torch.ops.rnnkernels.lstm_forward(*args.values(), False)
+    assert saved == []
+    want = reference.lstm(**args)
+    assert_close_all((output, hy, cy), want, rtol=1e-12, atol=1e-12)
 
 
-def test_padding_positions_are_zero():
-    args = make_args(6, 3, 2, 4, lengths=[6, 2, 0])
-    y, h, c = ops.lstm_layer(**args)
-    assert y[2:, 1].abs().sum() == 0 and y[:, 2].abs().sum() == 0
-    torch.testing.assert_close(h[2], args["h0"][2])  # a sample with no steps keeps its state
+# --- the fake kernels raise what the C++ checks raise --------------------------
+
+BAD = {
+    "integer input": lambda a: a.update(input=a["input"].long()),
+    "2-D unpacked input": lambda a: a.update(input=a["input"][0]),
+    "4 params for 2 groups": lambda a: a.update(params=a["params"][:4]),
+    "w_ih not 4H rows": lambda a: a["params"].__setitem__(0, torch.zeros(7, 4, dtype=torch.float64)),
+    "w_hh shape": lambda a: a["params"].__setitem__(5, torch.zeros(20, 4, dtype=torch.float64)),
+    "layer-1 w_ih shape": lambda a: a["params"].__setitem__(8, torch.zeros(20, 4, dtype=torch.float64)),
+    "bias dtype": lambda a: a["params"].__setitem__(2, torch.zeros(20, dtype=torch.float32)),
+    "hx shape": lambda a: a.update(hx=a["hx"][:3]),
+    "cx dtype": lambda a: a.update(cx=a["cx"].float()),
+    "reset dtype": lambda a: a.update(reset=torch.zeros(5, 3)),
+    "reset shape": lambda a: a.update(reset=torch.zeros(3, 5, dtype=torch.bool)),
+    "negative window": lambda a: a.update(window=-1),
+    "no layers": lambda a: a.update(num_layers=0),
+    "dropout above 1": lambda a: a.update(dropout=1.5),
+    "bad batch_sizes": lambda a: a.update(input=a["input"][0], batch_sizes=torch.tensor([2, 3])),
+    "batch_sizes sum": lambda a: a.update(input=a["input"][0], batch_sizes=torch.tensor([2, 1])),
+    "batch_sizes dtype": lambda a: a.update(input=a["input"][0], batch_sizes=torch.tensor([3.0])),
+}
+
+
+def _raised(fn):
+    with pytest.raises(RuntimeError) as info:
+        fn()
+    return str(info.value).split("\n")[0]
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_fake_kernels_mirror_the_cpp_checks(case):
+    a = op_args()
+    a = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
+    a["params"] = [p.detach() for p in a["params"]]
+    BAD[case](a)
+    cpu = _raised(lambda: OP(**a))
+    assert cpu.startswith("rnnkernels.lstm: ")
+    to_meta = lambda t: t if t is None or t is a["batch_sizes"] else t.to("meta")  # noqa: E731
+    meta = {k: to_meta(v) if isinstance(v, torch.Tensor) else v for k, v in a.items()}
+    meta["params"] = [to_meta(p) for p in a["params"]]
+    assert _raised(lambda: OP(**meta)) == cpu
+    # The module's own checks come first; a direct call still names the argument.
+    assert re.search(r"input|params|weight|bias|hx|cx|reset|window|layers|dropout|batch_sizes", cpu)

@@ -141,43 +141,6 @@ def test_last_smaller_batch_carries_state(backend):
     torch.testing.assert_close(out, whole[6:], rtol=1e-12, atol=1e-12)
 
 
-# ---------------------------------------------------------------- window vs chunked nn.LSTM
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("num_layers,proj_size,window,T", [(2, 0, 3, 10), (3, 0, 4, 8), (2, 3, 5, 12), (2, 0, 1, 4)])
-def test_window_equals_chunked_nn_lstm(backend, num_layers, proj_size, window, T):
-    torch.manual_seed(0)
-    B, I, H = 3, 4, 5
-    P = proj_size or H
-    ref = nn.LSTM(I, H, num_layers, proj_size=proj_size, dtype=F64)
-    lstm = rnnkernels.LSTM(I, H, num_layers, proj_size=proj_size, dtype=F64, backend=backend)
-    lstm.load_state_dict(ref.state_dict())
-    x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
-    h0 = torch.randn(num_layers, B, P, dtype=F64, requires_grad=True)
-    c0 = torch.randn(num_layers, B, H, dtype=F64, requires_grad=True)
-    wy, wh, wc = torch.randn(T, B, P, dtype=F64), torch.randn(num_layers, B, P, dtype=F64), torch.randn(num_layers, B, H, dtype=F64)
-
-    out, (hn, cn) = lstm(x, (h0, c0), window=window)
-    got = torch.autograd.grad((out * wy).sum() + (hn * wh).sum() + (cn * wc).sum(), [x, h0, c0, *lstm.parameters()])
-
-    # The oracle: chunks [0, k), [k, 2k), ... with the state detached between them, losses summed.
-    state, loss, outs = (h0, c0), 0.0, []
-    for a in range(0, T, window):
-        o, state = ref(x[a : a + window], state)
-        loss = loss + (o * wy[a : a + window]).sum()
-        outs.append(o)
-        if a + window < T:
-            state = detach_state(state)
-    loss = loss + (state[0] * wh).sum() + (state[1] * wc).sum()
-    want = torch.autograd.grad(loss, [x, h0, c0, *ref.parameters()])
-
-    torch.testing.assert_close(out, torch.cat(outs), rtol=1e-12, atol=1e-12)
-    names = ["x", "h0", "c0"] + [n for n, _ in lstm.named_parameters()]
-    for name, a, b in zip(names, got, want):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"grad of {name}: {m}")
-
-
 # ---------------------------------------------------------------- TBPTT(k1, k2)
 
 

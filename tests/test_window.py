@@ -1,46 +1,40 @@
 """window=k gives exactly the gradients of running the chunks [0,k), [k,2k), ...
-one after another with the state detached between them, losses summed."""
+one after another with the state detached between them, losses summed
+(nn.LSTM run that way is the oracle), for the fused op and for the reference
+that other tests use as their oracle. Reverse directions and resets with
+windows are checked against a step-by-step oracle in test_reset.py."""
 
 import pytest
 import torch
 
-from conftest import assert_close_all, lstm_pair, requires_extension
+from conftest import ChunkedLSTM, assert_close_all, lstm_pair, requires_extension
 
 pytestmark = requires_extension
 
 T = 10
 
 
-def chunked_oracle(ref, x, hx, k, weights):
-    """nn.LSTM over chunks of k steps, detaching the carried state."""
-    outs, state = [], hx
-    for start in range(0, T, k):
-        y, state = ref(x[start : start + k], state)
-        outs.append(y)
-        state = tuple(s.detach() for s in state)
-    y = torch.cat(outs)
-    return (y * weights).sum()
-
-
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 10, 15])
-@pytest.mark.parametrize("layers,proj", [(1, 0), (2, 0), (2, 3)])
-def test_window_equals_detached_chunks(k, layers, proj):
-    ref, ours = lstm_pair(4, 6, num_layers=layers, proj_size=proj)
-    x = torch.randn(T, 3, 4, dtype=torch.float64)
-    hx = (torch.randn(layers, 3, proj or 6, dtype=torch.float64), torch.randn(layers, 3, 6, dtype=torch.float64))
-    weights = torch.randn(T, 3, proj or 6, dtype=torch.float64)
+@pytest.mark.parametrize("layers,proj,batch_first", [(1, 0, False), (2, 0, True), (3, 3, False)])
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_window_equals_detached_chunks(k, layers, proj, batch_first, backend):
+    ref, ours = lstm_pair(4, 6, num_layers=layers, proj_size=proj, batch_first=batch_first, backend=backend)
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn((3, T, 4) if batch_first else (T, 3, 4), dtype=torch.float64, generator=g)
+    hx = (torch.randn(layers, 3, proj or 6, dtype=torch.float64, generator=g),
+          torch.randn(layers, 3, 6, dtype=torch.float64, generator=g))  # fmt: skip
+    weights = [torch.randn(s, dtype=torch.float64, generator=g) for s in ((*x.shape[:2], proj or 6), hx[0].shape, hx[1].shape)]
 
-    def leaves(m):
+    def gradients(run, module):
         xi = x.clone().requires_grad_()
         hi = tuple(h.clone().requires_grad_() for h in hx)
-        return xi, hi, [xi, *hi, *m.parameters()]
+        y, (h_n, c_n) = run(xi, hi)
+        loss = sum((o * w).sum() for o, w in zip((y, h_n, c_n), weights))
+        return [y, h_n, c_n, *torch.autograd.grad(loss, [xi, *hi, *module.parameters()])]
 
-    xi, hi, all_r = leaves(ref)
-    g_ref = torch.autograd.grad(chunked_oracle(ref, xi, hi, k, weights), all_r)
-    xi, hi, all_o = leaves(ours)
-    y, _ = ours(xi, hi, window=k)
-    g_ours = torch.autograd.grad((y * weights).sum(), all_o)
-    assert_close_all(g_ours, g_ref, rtol=1e-9, atol=1e-10)
+    want = gradients(ChunkedLSTM(ref, k), ref)
+    got = gradients(lambda xi, hi: ours(xi, hi, window=k), ours)
+    assert_close_all(got, want, rtol=1e-9, atol=1e-10)
 
 
 def test_window_keeps_forward_values():
@@ -61,3 +55,12 @@ def test_module_default_window_and_override():
     assert torch.equal(g_default, g_two)
     assert g_two[:8].abs().sum() == 0  # the last output only sees its own window [8, 10)
     assert g_full[:8].abs().sum() > 0
+
+
+def test_window_longer_than_the_sequence_truncates_nothing():
+    _, ours = lstm_pair(4, 6, num_layers=2)
+    x = torch.randn(T, 2, 4, dtype=torch.float64, requires_grad=True)
+    (g_off,) = torch.autograd.grad(ours(x)[0].square().sum(), x)
+    for k in (T, T + 1, 2**62):
+        (g_k,) = torch.autograd.grad(ours(x, window=k)[0].square().sum(), x)
+        assert torch.equal(g_k, g_off)

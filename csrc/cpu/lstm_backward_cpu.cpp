@@ -1,10 +1,10 @@
+// The CPU backward time loop of one layer-direction.
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
+#include <optional>
 
-#include "../lstm_args.h"
 #include "../lstm_math.h"
-#include "../lstm_setup.h"
 #include "gate_rows.h"
 #include "lstm_cpu.h"
 #include "panel_gemm.h"
@@ -13,141 +13,140 @@
 namespace rnnkernels {
 namespace {
 
-template <typename scalar_t>
+// Raw views of one backward loop's tensors, read without ATen inside a team.
+template <typename T>
 struct BackwardBuffers {
-  const scalar_t* grad_y;  // (T, B, P) or null
-  const scalar_t* h0;      // (B, P)
-  const scalar_t* c0;      // (B, H)
-  const scalar_t* y;       // (T, B, P)
-  const scalar_t* gates;   // (T, B, 4H)
-  const scalar_t* cells;   // (T, B, H)
-  const bool* reset;       // (T, B) or null
-  scalar_t* dG;            // (T, B, 4H) out: pre-activation gradients
-  scalar_t* h_prev;        // (T, B, P) out: the h each step multiplied w_hh by
-  scalar_t* dh_all;        // (T, B, P) out with a projection: dL/dy_t in total
-  scalar_t* r_all;         // (T, B, H) out with a projection: o * tanh(c)
-  scalar_t* dh;            // (B, P) carried gradient of h
-  scalar_t* dc;            // (B, H) carried gradient of c
-  const scalar_t* dr;      // (B, H) with a projection: dh pushed through w_hr
+  const StepRows& steps;
+  bool reverse;
+  int64_t window;
+  const bool* reset;
+  int64_t H, P;
+  const T* gates;   // (rows, 4H)
+  const T* cells;   // (rows, H)
+  const T* y;       // (rows, ldy)
+  int64_t ldy;
+  const T* h0;      // (B, P)
+  const T* c0;      // (B, H)
+  const T* grad_y;  // (rows, ld_gy) or null
+  int64_t ld_gy;
+  T* dh;            // (B, P) carried gradient of h
+  T* dc;            // (B, H) carried gradient of c
+  T* dr;            // (B, H) with a projection: dh pushed through w_hr
+  T* dG;            // (rows, 4H)
+  T* h_prev;        // (rows, P)
+  T* dh_all;        // (rows, P) or null
+  T* r_all;         // (rows, H) or null
+
+  StepEdge edge(int64_t t, int64_t b) const {
+    return step_edge(t, b, reverse, steps.batch(t + 1));
+  }
+  bool cut(int64_t t, int64_t b) const {
+    return cut_before(edge(t, b), reverse, window, reset, steps.B(), b);
+  }
+
+  // Columns [j0, j1) of time t's row work: adds the output gradient to the
+  // carried dh and records what the weight gradients need: the h this step
+  // read (zero after a reset) and, with a projection, the total dh.
+  void step_rows(int64_t t, int64_t j0, int64_t j1) const {
+    const int64_t nb = steps.batch(t), off = steps.offset(t);
+    const int64_t off_prev = steps.offset(std::max<int64_t>(0, previous_time(t, reverse)));
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t row = off + b;
+      T* d = dh + b * P;
+      if (grad_y != nullptr) {
+        const T* gy = grad_y + row * ld_gy;
+        for (int64_t j = j0; j < j1; ++j) d[j] += gy[j];
+      }
+      if (dh_all != nullptr) std::copy(d + j0, d + j1, dh_all + row * P + j0);
+      T* hp = h_prev + row * P;
+      const StepEdge e = edge(t, b);
+      if (reset_before(e, reverse, reset, steps.B(), b)) {
+        std::fill(hp + j0, hp + j1, T(0));
+      } else {
+        const T* src = e.continued ? y + (off_prev + b) * ldy : h0 + b * P;
+        std::copy(src + j0, src + j1, hp + j0);
+      }
+    }
+  }
+
+  // Units [u0, u1) of the fused backward pass of time t.
+  void gate_grad_pass(int64_t t, int64_t u0, int64_t u1) const {
+    const int64_t nb = steps.batch(t), off = steps.offset(t);
+    const int64_t off_prev = steps.offset(std::max<int64_t>(0, previous_time(t, reverse)));
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t row = off + b;
+      const StepEdge e = edge(t, b);
+      const T* c_prev = nullptr;  // a reset step starts from zero
+      if (!reset_before(e, reverse, reset, steps.B(), b))
+        c_prev = e.continued ? cells + (off_prev + b) * H : c0 + b * H;
+      const BackwardRow<T> w{gates + row * 4 * H,
+                             cells + row * H,
+                             c_prev,
+                             dr != nullptr ? dr + b * H : dh + b * P,
+                             dc + b * H,
+                             dG + row * 4 * H,
+                             r_all != nullptr ? r_all + row * H : nullptr,
+                             cut(t, b)};
+      backward_row(w, u0, u1, H);
+    }
+  }
 };
 
-// Whether gradient stops between processing steps s-1 and s for sample b.
-inline bool cut_before(int64_t s, int64_t len, bool reverse, int64_t window,
-                       const bool* reset, int64_t b, int64_t B) {
-  return window_cut(s, len, reverse, window) ||
-         reset_before(s, len, reverse, reset ? reset + b : nullptr, B);
-}
-
-// Columns [j0, j1) of step s's row work: adds the output gradient to the
-// carried dh and records what the weight gradients need, the h this step
-// read (zero after a reset) and, with a projection, the total dh.
-template <typename scalar_t>
-void step_rows(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
-               const int64_t* lens, const BackwardBuffers<scalar_t>& buf,
-               int64_t j0, int64_t j1) {
-  const int64_t B = d.B, P = d.P;
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t t = step_time(s, lens[b], reverse);
-    scalar_t* dh = buf.dh + b * P;
-    if (buf.grad_y != nullptr) {
-      const scalar_t* gy = buf.grad_y + (t * B + b) * P;
-      for (int64_t j = j0; j < j1; ++j) dh[j] += gy[j];
-    }
-    if (buf.dh_all != nullptr)
-      std::copy(dh + j0, dh + j1, buf.dh_all + (t * B + b) * P + j0);
-    scalar_t* hp = buf.h_prev + (t * B + b) * P;
-    if (reset_before(s, lens[b], reverse, buf.reset ? buf.reset + b : nullptr, B)) {
-      std::fill(hp + j0, hp + j1, scalar_t(0));
-    } else {
-      const scalar_t* src =
-          s == 0 ? buf.h0 + b * P
-                 : buf.y + (step_time(s - 1, lens[b], reverse) * B + b) * P;
-      std::copy(src + j0, src + j1, hp + j0);
-    }
-  }
-}
-
-// Units [u0, u1) of the fused backward pass of step s for the first nb
-// samples.
-template <typename scalar_t>
-void gate_grad_pass(const LstmDims& d, int64_t s, int64_t nb, bool reverse,
-                    int64_t window, const int64_t* lens,
-                    const BackwardBuffers<scalar_t>& buf, int64_t u0, int64_t u1) {
-  const int64_t B = d.B, H = d.H, P = d.P;
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t len = lens[b];
-    const int64_t tb = step_time(s, len, reverse) * B + b;
-    const bool zeroed = reset_before(s, len, reverse, buf.reset ? buf.reset + b : nullptr, B);
-    const scalar_t* c_prev = nullptr;  // a reset step starts from zero
-    if (!zeroed) {
-      c_prev = s == 0 ? buf.c0 + b * H
-                      : buf.cells + (step_time(s - 1, len, reverse) * B + b) * H;
-    }
-    const BackwardRow<scalar_t> row{
-        buf.gates + tb * 4 * H, buf.cells + tb * H, c_prev,
-        buf.dr != nullptr ? buf.dr + b * H : buf.dh + b * P,
-        buf.dc + b * H, buf.dG + tb * 4 * H,
-        buf.r_all != nullptr ? buf.r_all + tb * H : nullptr,
-        cut_before(s, len, reverse, window, buf.reset, b, B)};
-    backward_row(row, u0, u1, H);
-  }
-}
-
-// The time loop, backwards. Each thread owns a share of the units (the gate
-// pass) and of h's columns (the product with w_hh), the same share when
-// there is no projection; the threads meet once a step, when dG is complete,
-// and once more before the projection's product reads all of dh.
-template <typename scalar_t>
-void backward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
-                    bool reverse, int64_t window, const at::Tensor& w_hh,
-                    const std::optional<at::Tensor>& w_hr, const at::Tensor& dG,
-                    scalar_t* dr, const BackwardBuffers<scalar_t>& buf) {
-  const int64_t T = d.T, B = d.B, H = d.H, P = d.P;
-  // Reverse directions with ragged lengths read a different time per sample,
-  // so their rows of dG for one step are gathered before the product; two
-  // buffers, since a thread may gather the next step while another still
-  // reads this one.
-  const bool ragged = reverse && dG.numel() > 0 && lens.front() != lens.back();
-  at::Tensor gathered = ragged ? at::empty({2, B, 4 * H}, dG.options()) : at::Tensor();
-  scalar_t* gp = ragged ? gathered.data_ptr<scalar_t>() : nullptr;
+// The time loop, in the reverse order of the forward's. Each thread owns a
+// share of the units (the gate pass) and of h's columns (the product with
+// w_hh), the same share without a projection; the threads meet once a step,
+// when dG is complete, and once more before the projection's product reads
+// all of dh.
+template <typename T>
+void backward_steps(const LayerBackward& lb) {
+  const StepRows& steps = *lb.steps;
+  const int64_t T_ = steps.T(), B = steps.B(), H = lb.dc.size(1), P = lb.dh.size(1);
+  const bool proj = lb.w_hr.defined();
   // Packed once, multiplied every step.
-  const StepMatrix<scalar_t> w_hh_m(w_hh);
-  const std::optional<StepMatrix<scalar_t>> w_hr_m =
-      d.proj ? std::make_optional<StepMatrix<scalar_t>>(*w_hr) : std::nullopt;
-  const int64_t* len = lens.data();
+  const StepMatrix<T> w_hh_m(lb.w_hh);
+  const std::optional<StepMatrix<T>> w_hr_m =
+      proj ? std::make_optional<StepMatrix<T>>(lb.w_hr) : std::nullopt;
+  at::Tensor dr = proj ? at::empty({B, H}, lb.dh.options()) : at::Tensor();
+  const BackwardBuffers<T> buf{steps,
+                               lb.reverse,
+                               lb.window,
+                               lb.reset,
+                               H,
+                               P,
+                               lb.gates.const_data_ptr<T>(),
+                               lb.cells.const_data_ptr<T>(),
+                               lb.y.const_data_ptr<T>(),
+                               lb.y.stride(0),
+                               lb.h0.const_data_ptr<T>(),
+                               lb.c0.const_data_ptr<T>(),
+                               lb.grad_y.defined() ? lb.grad_y.const_data_ptr<T>() : nullptr,
+                               lb.grad_y.defined() ? lb.grad_y.stride(0) : 0,
+                               lb.dh.data_ptr<T>(),
+                               lb.dc.data_ptr<T>(),
+                               proj ? dr.data_ptr<T>() : nullptr,
+                               lb.dG.data_ptr<T>(),
+                               lb.h_prev.data_ptr<T>(),
+                               proj ? lb.dh_all.data_ptr<T>() : nullptr,
+                               proj ? lb.r_all.data_ptr<T>() : nullptr};
 
-  const StepSplit split{H, P, kStepColumns<scalar_t>};
+  const StepSplit split{H, P, kStepColumns<T>};
   const int threads = split.threads(B, w_hh_m.packed() && (!w_hr_m || w_hr_m->packed()));
   run_team(threads, [&](const Team& team) {
     const auto [u0, u1, p0, p1] = split.range(team);
-    int64_t nb = 0;
-    for (int64_t s = T - 1; s >= 0; --s) {
-      while (nb < B && len[nb] > s) ++nb;
-      if (nb == 0) continue;
-      step_rows<scalar_t>(d, s, nb, reverse, len, buf, p0, p1);
-      if (d.proj) {
+    for (int64_t k = 0; k < T_; ++k) {
+      const int64_t t = lb.reverse ? k : T_ - 1 - k;
+      const int64_t nb = steps.batch(t);
+      buf.step_rows(t, p0, p1);
+      if (proj) {
         team.barrier();  // the projection's product reads all of dh
-        w_hr_m->multiply(nb, buf.dh, P, dr, H, u0, u1);
+        w_hr_m->multiply(nb, buf.dh, P, buf.dr, H, u0, u1);
       }
-      gate_grad_pass<scalar_t>(d, s, nb, reverse, window, len, buf, u0, u1);
-      const scalar_t* dG_step;
-      if (ragged) {
-        scalar_t* dst = gp + (s % 2) * B * 4 * H;
-        for (int64_t b = 0; b < nb; ++b) {
-          const scalar_t* src = buf.dG + (step_time(s, len[b], reverse) * B + b) * 4 * H;
-          for (int64_t q = 0; q < 4; ++q)
-            std::copy(src + q * H + u0, src + q * H + u1, dst + b * 4 * H + q * H + u0);
-        }
-        dG_step = dst;
-      } else {
-        // Every running sample is at the same time index.
-        dG_step = buf.dG + step_time(s, len[0], reverse) * B * 4 * H;
-      }
+      buf.gate_grad_pass(t, u0, u1);
       team.barrier();  // the product reads all of this step's dG
-      w_hh_m.multiply(nb, dG_step, 4 * H, buf.dh, P, p0, p1);
+      // The samples of a step are contiguous rows of dG.
+      w_hh_m.multiply(nb, buf.dG + steps.offset(t) * 4 * H, 4 * H, buf.dh, P, p0, p1);
       for (int64_t b = 0; b < nb; ++b) {
-        if (cut_before(s, len[b], reverse, window, buf.reset, b, B))
-          std::fill(buf.dh + b * P + p0, buf.dh + b * P + p1, scalar_t(0));
+        if (buf.cut(t, b)) std::fill(buf.dh + b * P + p0, buf.dh + b * P + p1, T(0));
       }
     }
   });
@@ -155,53 +154,9 @@ void backward_steps(const LstmDims& d, const std::vector<int64_t>& lens,
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor, at::Tensor>
-lstm_backward_cpu(const std::optional<at::Tensor>& grad_y,
-                  const std::optional<at::Tensor>& grad_hn,
-                  const std::optional<at::Tensor>& grad_cn,
-                  const at::Tensor& x, const at::Tensor& h0,
-                  const at::Tensor& c0, const at::Tensor& w_ih,
-                  const at::Tensor& w_hh, const std::optional<at::Tensor>& w_hr,
-                  const std::optional<at::Tensor>& reset,
-                  const std::optional<at::Tensor>& lengths,
-                  const at::Tensor& y, const at::Tensor& gates,
-                  const at::Tensor& cells, int64_t window, bool reverse,
-                  bool need_dx, bool need_bias) {
-  const LstmDims d =
-      check_forward_args(x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt,
-                         w_hr, reset, lengths, window);
-  check_backward_args(d, x, grad_y, grad_hn, grad_cn, y, gates, cells);
-  const std::vector<int64_t> lens = lengths_vector(d, lengths);
-  BackwardSetup st = setup_backward(d, x, grad_hn, grad_cn, lengths.has_value());
-  at::Tensor dr = d.proj ? at::empty({d.B, d.H}, x.options()) : at::Tensor();
-  const at::Tensor gy = grad_y ? grad_y->contiguous() : at::Tensor();
-  const at::Tensor h0c = h0.contiguous(), c0c = c0.contiguous();
-  const at::Tensor yc = y.contiguous(), gc = gates.contiguous(),
-                   cc = cells.contiguous();
-  const at::Tensor rc = reset ? reset->contiguous() : at::Tensor();
-
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkernels_lstm_backward_cpu", [&] {
-    BackwardBuffers<scalar_t> buf{
-        grad_y ? gy.const_data_ptr<scalar_t>() : nullptr,
-        h0c.const_data_ptr<scalar_t>(),
-        c0c.const_data_ptr<scalar_t>(),
-        yc.const_data_ptr<scalar_t>(),
-        gc.const_data_ptr<scalar_t>(),
-        cc.const_data_ptr<scalar_t>(),
-        reset ? rc.const_data_ptr<bool>() : nullptr,
-        st.dG.data_ptr<scalar_t>(),
-        st.h_prev.data_ptr<scalar_t>(),
-        d.proj ? st.dh_all.data_ptr<scalar_t>() : nullptr,
-        d.proj ? st.r_all.data_ptr<scalar_t>() : nullptr,
-        st.dh.data_ptr<scalar_t>(),
-        st.dc.data_ptr<scalar_t>(),
-        d.proj ? dr.const_data_ptr<scalar_t>() : nullptr};
-    backward_steps<scalar_t>(d, lens, reverse, window, w_hh, w_hr, st.dG,
-                             d.proj ? dr.data_ptr<scalar_t>() : nullptr, buf);
-  });
-
-  return finish_backward(d, x, w_ih, st, need_dx, need_bias);
+void backward_layer_cpu(const LayerBackward& b) {
+  AT_DISPATCH_FLOATING_TYPES(b.dG.scalar_type(), "rnnkernels_lstm_backward_cpu",
+                             [&] { backward_steps<scalar_t>(b); });
 }
 
 }  // namespace rnnkernels

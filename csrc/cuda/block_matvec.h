@@ -3,7 +3,7 @@
 // global memory written by other blocks during the same launch. nvcc only.
 #pragma once
 
-#include "device_types.h"
+#include "device_common.h"
 
 namespace rnnkernels {
 namespace cuda {

@@ -1,5 +1,6 @@
 // Device-side helpers shared by the .cu files: storage/accumulation types,
-// conversions, the dtype switch and launch geometry. nvcc only.
+// conversions, the dtype switch, launch geometry and a step's time
+// bookkeeping. nvcc only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -7,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "../lstm_math.h"
 #include "lstm_kernels.h"
 
 namespace rnnkernels {
@@ -66,6 +68,18 @@ cudaError_t dispatch(DType dt, Fn&& fn) {
   return cudaErrorInvalidValue;
 }
 
+// How sample b's step meets the one before it, and whether its state was
+// reset or its gradient is cut there (csrc/lstm_math.h).
+__device__ __forceinline__ StepEdge edge_of(const Step& s, int64_t b) {
+  return step_edge(s.t, b, s.reverse, s.batch_next);
+}
+__device__ __forceinline__ bool zeroed_before(const Step& s, int64_t b) {
+  return reset_before(edge_of(s, b), s.reverse, s.reset, s.B, b);
+}
+__device__ __forceinline__ bool cut_at(const Step& s, int64_t b) {
+  return cut_before(edge_of(s, b), s.reverse, s.window, s.reset, s.B, b);
+}
+
 constexpr int kThreads = 256;
 
 // Blocks for a grid-stride loop over n elements; the kernels loop over the
@@ -74,6 +88,22 @@ inline unsigned grid_for(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
 }
+
+// Launches a grid-stride kernel over n elements for the storage type dt:
+// launch(tag, blocks) starts the kernel instantiated for decltype(tag).
+template <typename Launch>
+cudaError_t launch_for(DType dt, int64_t n, Launch&& launch) {
+  if (n <= 0) return cudaSuccess;
+  return dispatch(dt, [&](auto tag) {
+    launch(tag, grid_for(n));
+    return cudaGetLastError();
+  });
+}
+
+#define RNNK_GRID_LOOP(idx, n)                                       \
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + \
+                     threadIdx.x;                                    \
+       idx < (n); idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 }  // namespace cuda
 }  // namespace rnnkernels

@@ -1,0 +1,237 @@
+#include "lstm_stack.h"
+
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <c10/util/irange.h>
+
+#include <tuple>
+
+namespace rnnkernels {
+namespace {
+
+// What the driver's own ATen calls run under: below autograd (the op's
+// autograd is its own, and a direct call with tensors that require grad
+// must not record them), and without autocast (the op runs in its inputs'
+// dtype, so its GEMMs must not be recast).
+struct KernelScope {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast{c10::autocast_dispatch_keyset};
+};
+
+// A contiguous copy of t in o's dtype, or zeros.
+at::Tensor state_or_zeros(const std::optional<at::Tensor>& t,
+                          at::IntArrayRef shape, const at::TensorOptions& o) {
+  return t ? t->to(o, /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous)
+           : at::zeros(shape, o);
+}
+
+// x @ w_ih^T + b_ih + b_hh into G.
+void input_projection(at::Tensor& G, const at::Tensor& x,
+                      const GroupWeights& w) {
+  if (!w.b_ih.defined()) {
+    at::mm_out(G, x, w.w_ih.t());
+  } else {
+    at::addmm_out(G, w.b_ih + w.b_hh, x, w.w_ih.t());
+  }
+}
+
+// Dropout between layers, as F.dropout: zero with probability p, else
+// scaled by 1 / (1 - p).
+at::Tensor dropout_mask(const at::Tensor& like, double p) {
+  if (p >= 1) return at::zeros_like(like);
+  return at::empty_like(like).bernoulli_(1 - p).div_(1 - p);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
+stack_forward(const LstmArgs& a, bool save, const LayerKernels& kernels) {
+  const KernelScope scope;
+  const StackDims d = check_args(a);
+  const StepRows steps(a, d);
+  const auto opts = a.input.options();
+  const auto acc_opts = opts.dtype(acc_type(a.input.scalar_type()));
+  at::Tensor hy = state_or_zeros(a.hx, {d.groups(), d.B, d.P}, opts);
+  at::Tensor cy = state_or_zeros(a.cx, {d.groups(), d.B, d.H}, acc_opts);
+  const at::Tensor reset = a.reset ? a.reset->contiguous() : at::Tensor();
+  const bool* reset_ptr = reset.defined() ? reset.const_data_ptr<bool>() : nullptr;
+
+  std::vector<at::Tensor> saved;
+  at::Tensor x = a.input.reshape({d.rows, d.I});
+  at::Tensor output;
+  // Inference keeps nothing, so one projection buffer serves every group.
+  at::Tensor G_reused = save ? at::Tensor() : at::empty({1, d.rows, 4 * d.H}, opts);
+  for (const auto layer : c10::irange(d.L)) {
+    at::Tensor out = at::empty({d.rows, d.D * d.P}, opts);
+    at::Tensor G = save ? at::empty({d.D, d.rows, 4 * d.H}, opts) : G_reused;
+    at::Tensor cells = save ? at::empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
+    for (const auto dir : c10::irange(d.D)) {
+      const GroupWeights w = group_weights(a, d, layer, dir);
+      at::Tensor G_dir = G[save ? dir : 0];
+      input_projection(G_dir, x, w);
+      const int64_t g = layer * d.D + dir;
+      const LayerForward f{&steps,          dir == 1,
+                           a.window,        reset_ptr,
+                           G_dir,           w.w_hh,
+                           w.w_hr,          hy[g],
+                           cy[g],           out.narrow(1, dir * d.P, d.P),
+                           save ? cells[dir] : at::Tensor()};
+      if (d.rows > 0) kernels.forward(f);
+    }
+    if (save) {
+      saved.push_back(G);
+      saved.push_back(cells);
+    }
+    if (layer + 1 == d.L) {
+      output = out;
+      break;
+    }
+    if (save) saved.push_back(out);
+    if (a.dropout_active()) {
+      at::Tensor mask = dropout_mask(out, a.dropout);
+      x = out * mask;
+      if (save) saved.push_back(mask);
+    } else {
+      x = out;
+    }
+  }
+  std::vector<int64_t> shape = a.input.sizes().vec();
+  shape.back() = d.D * d.P;
+  return {output.view(shape), hy, cy.to(opts.dtype()), saved};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
+stack_backward(const std::optional<at::Tensor>& grad_output,
+               const std::optional<at::Tensor>& grad_hy,
+               const std::optional<at::Tensor>& grad_cy, const LstmArgs& a,
+               const at::Tensor& output, const std::vector<at::Tensor>& saved,
+               bool need_input_grad, const LayerKernels& kernels) {
+  const KernelScope scope;
+  const StackDims d = check_args(a);
+  check_backward_args(a, d, grad_output, grad_hy, grad_cy, output, saved);
+  const std::vector<SavedLayer> layers = saved_layers(a, d, saved);
+  const StepRows steps(a, d);
+  const auto opts = a.input.options();
+  const auto acc_opts = opts.dtype(acc_type(a.input.scalar_type()));
+  at::Tensor dhx = state_or_zeros(grad_hy, {d.groups(), d.B, d.P}, opts);
+  at::Tensor dcx = state_or_zeros(grad_cy, {d.groups(), d.B, d.H}, acc_opts);
+  const at::Tensor h0 = a.hx ? a.hx->contiguous() : at::zeros_like(dhx);
+  const at::Tensor c0 =
+      a.cx ? a.cx->to(acc_opts, false, false, at::MemoryFormat::Contiguous) : at::zeros_like(dcx);
+  const at::Tensor reset = a.reset ? a.reset->contiguous() : at::Tensor();
+  const bool* reset_ptr = reset.defined() ? reset.const_data_ptr<bool>() : nullptr;
+
+  std::vector<at::Tensor> dparams(a.params.size());
+  // Gradient reaching the current layer's output, (rows, D*P) or undefined.
+  // The kernels read rows of contiguous columns; a gradient that autograd
+  // made by expanding one value has none.
+  at::Tensor grad_out = grad_output
+                            ? grad_output->reshape({d.rows, d.D * d.P}).contiguous()
+                            : at::Tensor();
+  at::Tensor grad_input = at::empty({0}, opts);
+  for (int64_t layer = d.L - 1; layer >= 0; --layer) {
+    const SavedLayer& s = layers[layer];
+    const at::Tensor y =
+        (layer + 1 == d.L ? output.reshape({d.rows, d.D * d.P}) : s.out).contiguous();
+    const at::Tensor gates = s.gates.contiguous(), cells = s.cells.contiguous();
+    at::Tensor x;
+    if (layer == 0) {
+      x = a.input.reshape({d.rows, d.I});
+    } else {
+      const SavedLayer& below = layers[layer - 1];
+      x = below.mask.defined() ? below.out * below.mask : below.out;
+    }
+    const bool need_dx = layer > 0 || need_input_grad;
+    at::Tensor dx = need_dx ? at::empty({d.rows, d.layer_input(layer)}, opts)
+                            : at::Tensor();
+    at::Tensor dG = at::empty({d.D, d.rows, 4 * d.H}, opts);
+    for (const auto dir : c10::irange(d.D)) {
+      const GroupWeights w = group_weights(a, d, layer, dir);
+      const int64_t g = layer * d.D + dir;
+      at::Tensor h_prev = at::empty({d.rows, d.P}, opts);
+      at::Tensor dh_all = d.proj ? at::empty({d.rows, d.P}, opts) : at::Tensor();
+      at::Tensor r_all = d.proj ? at::empty({d.rows, d.H}, opts) : at::Tensor();
+      const LayerBackward b{
+          &steps,
+          dir == 1,
+          a.window,
+          reset_ptr,
+          gates[dir],
+          cells[dir],
+          y.narrow(1, dir * d.P, d.P),
+          h0[g],
+          c0[g],
+          grad_out.defined() ? grad_out.narrow(1, dir * d.P, d.P) : at::Tensor(),
+          w.w_hh,
+          w.w_hr,
+          dhx[g],
+          dcx[g],
+          dG[dir],
+          h_prev,
+          dh_all,
+          r_all};
+      if (d.rows > 0) {
+        kernels.backward(b);
+      } else {
+        h_prev.zero_();
+        dG.zero_();
+      }
+      // The gradients that are one GEMM or reduction each over all steps.
+      const at::Tensor dG_dir = dG[dir];
+      at::Tensor* dp = &dparams[(layer * d.D + dir) * d.per_group];
+      dp[0] = at::mm(dG_dir.t(), x);
+      dp[1] = at::mm(dG_dir.t(), h_prev);
+      if (a.has_biases) {
+        dp[2] = dG_dir.sum(0);
+        dp[3] = dp[2].clone();
+      }
+      if (d.proj)
+        dp[a.has_biases ? 4 : 2] =
+            d.rows > 0 ? at::mm(dh_all.t(), r_all) : at::zeros({d.P, d.H}, opts);
+      if (need_dx) {
+        if (dir == 0) {
+          at::mm_out(dx, dG_dir, w.w_ih);
+        } else {
+          dx.addmm_(dG_dir, w.w_ih);
+        }
+      }
+    }
+    if (layer > 0) {
+      const at::Tensor& mask = layers[layer - 1].mask;
+      grad_out = mask.defined() ? dx * mask : dx;
+    } else if (need_dx) {
+      grad_input = dx.view(a.input.sizes());
+    }
+  }
+  return {grad_input, dhx, dcx.to(opts.dtype()), dparams};
+}
+
+}  // namespace
+
+void run_forward(torch::jit::Stack* stack, const LayerKernels& kernels) {
+  constexpr size_t n = LstmArgs::kCount + 1;
+  const LstmArgs a = LstmArgs::read(*stack, stack->size() - n);
+  const bool need_backward = stack->back().toBool();
+  torch::jit::drop(*stack, n);
+  auto [output, hy, cy, saved] = stack_forward(a, need_backward, kernels);
+  torch::jit::push(*stack, output, hy, cy, saved);
+}
+
+void run_backward(torch::jit::Stack* stack, const LayerKernels& kernels) {
+  constexpr size_t n = 3 + LstmArgs::kCount + 3;
+  torch::jit::Stack& s = *stack;
+  const size_t first = s.size() - n;
+  const auto grad_output = s[first].toOptional<at::Tensor>();
+  const auto grad_hy = s[first + 1].toOptional<at::Tensor>();
+  const auto grad_cy = s[first + 2].toOptional<at::Tensor>();
+  const LstmArgs a = LstmArgs::read(s, first + 3);
+  const size_t rest = first + 3 + LstmArgs::kCount;
+  const at::Tensor output = s[rest].toTensor();
+  const std::vector<at::Tensor> saved = s[rest + 1].toTensorVector();
+  const bool need_input_grad = s[rest + 2].toBool();
+  torch::jit::drop(s, n);
+  auto [dx, dhx, dcx, dparams] =
+      stack_backward(grad_output, grad_hy, grad_cy, a, output, saved,
+                     need_input_grad, kernels);
+  torch::jit::push(s, dx, dhx, dcx, dparams);
+}
+
+}  // namespace rnnkernels

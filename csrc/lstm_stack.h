@@ -1,0 +1,64 @@
+// The stack driver: every layer and direction of one op call, written once
+// for every backend. A backend supplies the time loops of one
+// layer-direction (LayerKernels); the driver does the rest through ATen on
+// the tensors' device: the input projection of all steps as one GEMM, the
+// buffers, dropout between layers, and after the backward's time loops the
+// gradients that are one large GEMM or reduction each over all steps.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/stack.h>
+
+#include "lstm_args.h"
+
+namespace rnnkernels {
+
+// The forward time loop of one layer-direction. Rows follow `steps`.
+struct LayerForward {
+  const StepRows* steps;
+  bool reverse;
+  int64_t window;
+  const bool* reset;     // (T, B) contiguous on the device, or null
+  at::Tensor G;          // (rows, 4H) contiguous: x @ w_ih^T + b in; the
+                         // activated gates out when cells is defined
+  at::Tensor w_hh, w_hr; // w_hr undefined without a projection
+  at::Tensor h, c;       // (B, P), (B, H) contiguous: initial state in,
+                         // each sample's final state out; c in acc_type
+  at::Tensor y;          // (rows, P), rows strided: the outputs
+  at::Tensor cells;      // (rows, H) contiguous in acc_type, or undefined
+                         // (inference)
+};
+
+// The backward time loop of one layer-direction, in the reverse order of its
+// forward.
+struct LayerBackward {
+  const StepRows* steps;
+  bool reverse;
+  int64_t window;
+  const bool* reset;
+  at::Tensor gates, cells;  // saved, (rows, 4H) and (rows, H) contiguous
+  at::Tensor y;             // the forward's outputs (rows, P), rows strided
+  at::Tensor h0, c0;        // (B, P), (B, H) contiguous initial state
+  at::Tensor grad_y;        // (rows, P) rows strided, or undefined
+  at::Tensor w_hh, w_hr;
+  at::Tensor dh, dc;        // (B, P), (B, H) contiguous: gradients of the
+                            // final state in, of the initial state out
+                            // (cells, c0 and dc in acc_type)
+  at::Tensor dG;            // (rows, 4H) out: pre-activation gradients
+  at::Tensor h_prev;        // (rows, P) out: the h each step multiplied
+                            // w_hh by (zero after a reset)
+  at::Tensor dh_all, r_all; // with a projection, (rows, P) and (rows, H)
+                            // out: dL/dh of each step and o * tanh(c)
+};
+
+struct LayerKernels {
+  void (*forward)(const LayerForward&);
+  void (*backward)(const LayerBackward&);
+};
+
+// The boxed bodies of lstm_forward and lstm_backward on one backend's
+// kernels: they pop the op's arguments from the stack and push its results.
+void run_forward(torch::jit::Stack* stack, const LayerKernels& kernels);
+void run_backward(torch::jit::Stack* stack, const LayerKernels& kernels);
+
+}  // namespace rnnkernels

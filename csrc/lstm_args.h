@@ -15,9 +15,9 @@ namespace rnnkernels {
 // (T, B, I), or packed rows (N, I) with batch_sizes (T,) on the CPU; params
 // are nn.LSTM's flat weights (w_ih, w_hh[, b_ih, b_hh][, w_hr] per layer and
 // direction); hx, cx may be None (zeros); reset is (T, B) bool.
-#define RNNK_LSTM_ARGS                                                      \
-  "Tensor input, Tensor? hx, Tensor? cx, Tensor[] params, "                 \
-  "Tensor? batch_sizes, Tensor? reset, bool has_biases, int num_layers, "   \
+#define RNNK_LSTM_ARGS                                                    \
+  "Tensor input, Tensor? hx, Tensor? cx, Tensor[] params, "               \
+  "Tensor? batch_sizes, Tensor? reset, bool has_biases, int num_layers, " \
   "bool bidirectional, float dropout, bool train, int window"
 
 inline constexpr const char* kLstmSchema =
@@ -53,13 +53,13 @@ struct LstmArgs {
 
 // Sizes the arguments imply, once they are checked.
 struct StackDims {
-  int64_t T = 0, B = 0;  // steps and batch (the largest batch when packed)
-  int64_t rows = 0;      // rows of input and output: T * B, or the packed N
-  int64_t I = 0;         // input features of layer 0
-  int64_t H = 0;         // cell size
-  int64_t P = 0;         // size of h: proj_size, or H without a projection
-  int64_t L = 1, D = 1;  // layers, directions
-  int64_t per_group = 0; // params per layer-direction
+  int64_t T = 0, B = 0;   // steps and batch (the largest batch when packed)
+  int64_t rows = 0;       // rows of input and output: T * B, or the packed N
+  int64_t I = 0;          // input features of layer 0
+  int64_t H = 0;          // cell size
+  int64_t P = 0;          // size of h: proj_size, or H without a projection
+  int64_t L = 1, D = 1;   // layers, directions
+  int64_t per_group = 0;  // params per layer-direction
   bool proj = false, packed = false;
 
   int64_t groups() const { return L * D; }
@@ -73,8 +73,7 @@ StackDims check_args(const LstmArgs& a);
 struct GroupWeights {
   at::Tensor w_ih, w_hh, b_ih, b_hh, w_hr;
 };
-GroupWeights group_weights(const LstmArgs& a, const StackDims& d, int64_t layer,
-                           int64_t dir);
+GroupWeights group_weights(const LstmArgs& a, const StackDims& d, int64_t layer, int64_t dir);
 
 // The type the cell state, its gradient and every accumulation run in:
 // float32 for the half types, the input's type otherwise.
@@ -97,8 +96,7 @@ std::vector<SavedLayer> saved_layers(const LstmArgs& a, const StackDims& d,
 void check_backward_args(const LstmArgs& a, const StackDims& d,
                          const std::optional<at::Tensor>& grad_output,
                          const std::optional<at::Tensor>& grad_hy,
-                         const std::optional<at::Tensor>& grad_cy,
-                         const at::Tensor& output,
+                         const std::optional<at::Tensor>& grad_cy, const at::Tensor& output,
                          const std::vector<at::Tensor>& saved);
 
 // The packed rows of the time loops: the samples running at time t are
@@ -110,9 +108,7 @@ class StepRows {
   int64_t T() const { return T_; }
   int64_t B() const { return B_; }
   // Batch size of time t; 0 outside [0, T).
-  int64_t batch(int64_t t) const {
-    return t < 0 || t >= T_ ? 0 : packed_ ? batch_[t] : B_;
-  }
+  int64_t batch(int64_t t) const { return t < 0 || t >= T_ ? 0 : packed_ ? batch_[t] : B_; }
   int64_t offset(int64_t t) const { return packed_ ? offset_[t] : t * B_; }
   // Steps sample b runs.
   int64_t length(int64_t b) const;

@@ -45,12 +45,11 @@ std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
 struct LstmFunction : public torch::autograd::Function<LstmFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
                                const std::optional<at::Tensor>& hx,
-                               const std::optional<at::Tensor>& cx,
-                               at::TensorList params, const LstmArgs* a) {
+                               const std::optional<at::Tensor>& cx, at::TensorList params,
+                               const LstmArgs* a) {
     torch::jit::Stack s = call_forward(*a, /*need_backward=*/true);
     const at::Tensor output = s[0].toTensor();
-    std::vector<at::Tensor> to_save{input, hx.value_or(at::Tensor()),
-                                    cx.value_or(at::Tensor())};
+    std::vector<at::Tensor> to_save{input, hx.value_or(at::Tensor()), cx.value_or(at::Tensor())};
     to_save.insert(to_save.end(), params.begin(), params.end());
     to_save.push_back(a->batch_sizes.value_or(at::Tensor()));
     to_save.push_back(a->reset.value_or(at::Tensor()));
@@ -73,8 +72,7 @@ struct LstmFunction : public torch::autograd::Function<LstmFunction> {
     const variable_list v = ctx->get_saved_variables();
     const int64_t n = ctx->saved_data["params"].toInt();
     variable_list result(static_cast<size_t>(n) + 4);
-    if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined())
-      return result;
+    if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return result;
     LstmArgs a;
     a.input = v[0];
     a.hx = defined_or_none(v[1]);
@@ -129,8 +127,7 @@ void lstm_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
     return;
   }
   torch::jit::drop(*stack, LstmArgs::kCount);
-  const variable_list out =
-      LstmFunction::apply(a.input, a.hx, a.cx, at::TensorList(a.params), &a);
+  const variable_list out = LstmFunction::apply(a.input, a.hx, a.cx, at::TensorList(a.params), &a);
   torch::jit::push(*stack, out[0], out[1], out[2]);
 }
 
@@ -138,8 +135,7 @@ void lstm_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
 // direct call that would need one is refused instead of recording nothing.
 void forward_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
                       torch::jit::Stack* stack) {
-  const LstmArgs a =
-      LstmArgs::read(*stack, stack->size() - LstmArgs::kCount - 1);
+  const LstmArgs a = LstmArgs::read(*stack, stack->size() - LstmArgs::kCount - 1);
   TORCH_CHECK(!at::GradMode::is_enabled() || !any_requires_grad(a),
               "rnnkernels.lstm_forward has no gradient of its own; call "
               "torch.ops.rnnkernels.lstm, whose autograd runs it");

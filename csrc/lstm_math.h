@@ -45,8 +45,7 @@ struct CellForward {
 // Pre-activations in nn.LSTM's gate order (i, f, g, o) and the previous cell
 // state in; activations and the new state out.
 template <typename T>
-RNNK_HD CellForward<T> cell_forward(T pre_i, T pre_f, T pre_g, T pre_o,
-                                    T c_prev) {
+RNNK_HD CellForward<T> cell_forward(T pre_i, T pre_f, T pre_g, T pre_o, T c_prev) {
   CellForward<T> r;
   r.i = sigmoid_(pre_i);
   r.f = sigmoid_(pre_f);
@@ -67,8 +66,7 @@ struct CellBackward {
 // dh: gradient reaching h = o * tanh(c) at this step (after any projection's
 // backward); dc_next: gradient carried into c from the step after this one.
 template <typename T>
-RNNK_HD CellBackward<T> cell_backward(T i, T f, T g, T o, T c, T c_prev, T dh,
-                                      T dc_next) {
+RNNK_HD CellBackward<T> cell_backward(T i, T f, T g, T o, T c, T c_prev, T dh, T dc_next) {
   CellBackward<T> r;
   const T tc = MathFns<T>::tanh(c);
   const T dc = dc_next + dh * o * (T(1) - tc * tc);
@@ -97,29 +95,24 @@ struct StepEdge {
 
 // batch_next is the batch size of time t + 1 (0 past the end); only a reverse
 // direction reads it, since a sample running t ran t - 1 going forward.
-RNNK_HD StepEdge step_edge(int64_t t, int64_t b, bool reverse,
-                           int64_t batch_next) {
+RNNK_HD StepEdge step_edge(int64_t t, int64_t b, bool reverse, int64_t batch_next) {
   return reverse ? StepEdge{b < batch_next, t + 1} : StepEdge{t > 0, t};
 }
 
 // The step processed just before t in this direction.
-RNNK_HD int64_t previous_time(int64_t t, bool reverse) {
-  return reverse ? t + 1 : t - 1;
-}
+RNNK_HD int64_t previous_time(int64_t t, bool reverse) { return reverse ? t + 1 : t - 1; }
 
 // Whether sample b's state is zeroed before this step; reset is (T, B) or
 // null. A forward direction can zero h0 itself (boundary 0); a reverse
 // direction's first step has nothing before it inside the sequence.
-RNNK_HD bool reset_before(StepEdge e, bool reverse, const bool* reset,
-                          int64_t B, int64_t b) {
-  return reset != nullptr && (e.continued || !reverse) &&
-         reset[e.boundary * B + b];
+RNNK_HD bool reset_before(StepEdge e, bool reverse, const bool* reset, int64_t B, int64_t b) {
+  return reset != nullptr && (e.continued || !reverse) && reset[e.boundary * B + b];
 }
 
 // Whether no gradient may flow from this step into the one before it: the
 // boundary is a multiple of the TBPTT window, or the state was reset there.
-RNNK_HD bool cut_before(StepEdge e, bool reverse, int64_t window,
-                        const bool* reset, int64_t B, int64_t b) {
+RNNK_HD bool cut_before(StepEdge e, bool reverse, int64_t window, const bool* reset, int64_t B,
+                        int64_t b) {
   return (window > 0 && e.continued && e.boundary % window == 0) ||
          reset_before(e, reverse, reset, B, b);
 }

@@ -19,15 +19,15 @@ struct KernelScope {
 };
 
 // A contiguous copy of t in o's dtype, or zeros.
-at::Tensor state_or_zeros(const std::optional<at::Tensor>& t,
-                          at::IntArrayRef shape, const at::TensorOptions& o) {
-  return t ? t->to(o, /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous)
-           : at::zeros(shape, o);
+at::Tensor state_or_zeros(const std::optional<at::Tensor>& t, at::IntArrayRef shape,
+                          const at::TensorOptions& o) {
+  if (!t) return at::zeros(shape, o);
+  const at::Tensor c = t->to(o).contiguous();
+  return c.is_same(*t) ? c.clone() : c;
 }
 
 // x @ w_ih^T + b_ih + b_hh into G.
-void input_projection(at::Tensor& G, const at::Tensor& x,
-                      const GroupWeights& w) {
+void input_projection(at::Tensor& G, const at::Tensor& x, const GroupWeights& w) {
   if (!w.b_ih.defined()) {
     at::mm_out(G, x, w.w_ih.t());
   } else {
@@ -42,8 +42,8 @@ at::Tensor dropout_mask(const at::Tensor& like, double p) {
   return at::empty_like(like).bernoulli_(1 - p).div_(1 - p);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
-stack_forward(const LstmArgs& a, bool save, const LayerKernels& kernels) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_forward(
+    const LstmArgs& a, bool save, const LayerKernels& kernels) {
   const KernelScope scope;
   const StackDims d = check_args(a);
   const StepRows steps(a, d);
@@ -68,11 +68,16 @@ stack_forward(const LstmArgs& a, bool save, const LayerKernels& kernels) {
       at::Tensor G_dir = G[save ? dir : 0];
       input_projection(G_dir, x, w);
       const int64_t g = layer * d.D + dir;
-      const LayerForward f{&steps,          dir == 1,
-                           a.window,        reset_ptr,
-                           G_dir,           w.w_hh,
-                           w.w_hr,          hy[g],
-                           cy[g],           out.narrow(1, dir * d.P, d.P),
+      const LayerForward f{&steps,
+                           dir == 1,
+                           a.window,
+                           reset_ptr,
+                           G_dir,
+                           w.w_hh,
+                           w.w_hr,
+                           hy[g],
+                           cy[g],
+                           out.narrow(1, dir * d.P, d.P),
                            save ? cells[dir] : at::Tensor()};
       if (d.rows > 0) kernels.forward(f);
     }
@@ -98,12 +103,10 @@ stack_forward(const LstmArgs& a, bool save, const LayerKernels& kernels) {
   return {output.view(shape), hy, cy.to(opts.dtype()), saved};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
-stack_backward(const std::optional<at::Tensor>& grad_output,
-               const std::optional<at::Tensor>& grad_hy,
-               const std::optional<at::Tensor>& grad_cy, const LstmArgs& a,
-               const at::Tensor& output, const std::vector<at::Tensor>& saved,
-               bool need_input_grad, const LayerKernels& kernels) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_backward(
+    const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_hy,
+    const std::optional<at::Tensor>& grad_cy, const LstmArgs& a, const at::Tensor& output,
+    const std::vector<at::Tensor>& saved, bool need_input_grad, const LayerKernels& kernels) {
   const KernelScope scope;
   const StackDims d = check_args(a);
   check_backward_args(a, d, grad_output, grad_hy, grad_cy, output, saved);
@@ -114,8 +117,7 @@ stack_backward(const std::optional<at::Tensor>& grad_output,
   at::Tensor dhx = state_or_zeros(grad_hy, {d.groups(), d.B, d.P}, opts);
   at::Tensor dcx = state_or_zeros(grad_cy, {d.groups(), d.B, d.H}, acc_opts);
   const at::Tensor h0 = a.hx ? a.hx->contiguous() : at::zeros_like(dhx);
-  const at::Tensor c0 =
-      a.cx ? a.cx->to(acc_opts, false, false, at::MemoryFormat::Contiguous) : at::zeros_like(dcx);
+  const at::Tensor c0 = a.cx ? a.cx->to(acc_opts).contiguous() : at::zeros_like(dcx);
   const at::Tensor reset = a.reset ? a.reset->contiguous() : at::Tensor();
   const bool* reset_ptr = reset.defined() ? reset.const_data_ptr<bool>() : nullptr;
 
@@ -123,9 +125,8 @@ stack_backward(const std::optional<at::Tensor>& grad_output,
   // Gradient reaching the current layer's output, (rows, D*P) or undefined.
   // The kernels read rows of contiguous columns; a gradient that autograd
   // made by expanding one value has none.
-  at::Tensor grad_out = grad_output
-                            ? grad_output->reshape({d.rows, d.D * d.P}).contiguous()
-                            : at::Tensor();
+  at::Tensor grad_out =
+      grad_output ? grad_output->reshape({d.rows, d.D * d.P}).contiguous() : at::Tensor();
   at::Tensor grad_input = at::empty({0}, opts);
   for (int64_t layer = d.L - 1; layer >= 0; --layer) {
     const SavedLayer& s = layers[layer];
@@ -140,8 +141,7 @@ stack_backward(const std::optional<at::Tensor>& grad_output,
       x = below.mask.defined() ? below.out * below.mask : below.out;
     }
     const bool need_dx = layer > 0 || need_input_grad;
-    at::Tensor dx = need_dx ? at::empty({d.rows, d.layer_input(layer)}, opts)
-                            : at::Tensor();
+    at::Tensor dx = need_dx ? at::empty({d.rows, d.layer_input(layer)}, opts) : at::Tensor();
     at::Tensor dG = at::empty({d.D, d.rows, 4 * d.H}, opts);
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
@@ -149,25 +149,24 @@ stack_backward(const std::optional<at::Tensor>& grad_output,
       at::Tensor h_prev = at::empty({d.rows, d.P}, opts);
       at::Tensor dh_all = d.proj ? at::empty({d.rows, d.P}, opts) : at::Tensor();
       at::Tensor r_all = d.proj ? at::empty({d.rows, d.H}, opts) : at::Tensor();
-      const LayerBackward b{
-          &steps,
-          dir == 1,
-          a.window,
-          reset_ptr,
-          gates[dir],
-          cells[dir],
-          y.narrow(1, dir * d.P, d.P),
-          h0[g],
-          c0[g],
-          grad_out.defined() ? grad_out.narrow(1, dir * d.P, d.P) : at::Tensor(),
-          w.w_hh,
-          w.w_hr,
-          dhx[g],
-          dcx[g],
-          dG[dir],
-          h_prev,
-          dh_all,
-          r_all};
+      const LayerBackward b{&steps,
+                            dir == 1,
+                            a.window,
+                            reset_ptr,
+                            gates[dir],
+                            cells[dir],
+                            y.narrow(1, dir * d.P, d.P),
+                            h0[g],
+                            c0[g],
+                            grad_out.defined() ? grad_out.narrow(1, dir * d.P, d.P) : at::Tensor(),
+                            w.w_hh,
+                            w.w_hr,
+                            dhx[g],
+                            dcx[g],
+                            dG[dir],
+                            h_prev,
+                            dh_all,
+                            r_all};
       if (d.rows > 0) {
         kernels.backward(b);
       } else {
@@ -229,8 +228,7 @@ void run_backward(torch::jit::Stack* stack, const LayerKernels& kernels) {
   const bool need_input_grad = s[rest + 2].toBool();
   torch::jit::drop(s, n);
   auto [dx, dhx, dcx, dparams] =
-      stack_backward(grad_output, grad_hy, grad_cy, a, output, saved,
-                     need_input_grad, kernels);
+      stack_backward(grad_output, grad_hy, grad_cy, a, output, saved, need_input_grad, kernels);
   torch::jit::push(s, dx, dhx, dcx, dparams);
 }
 

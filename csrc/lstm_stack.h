@@ -18,15 +18,15 @@ struct LayerForward {
   const StepRows* steps;
   bool reverse;
   int64_t window;
-  const bool* reset;     // (T, B) contiguous on the device, or null
-  at::Tensor G;          // (rows, 4H) contiguous: x @ w_ih^T + b in; the
-                         // activated gates out when cells is defined
-  at::Tensor w_hh, w_hr; // w_hr undefined without a projection
-  at::Tensor h, c;       // (B, P), (B, H) contiguous: initial state in,
-                         // each sample's final state out; c in acc_type
-  at::Tensor y;          // (rows, P), rows strided: the outputs
-  at::Tensor cells;      // (rows, H) contiguous in acc_type, or undefined
-                         // (inference)
+  const bool* reset;      // (T, B) contiguous on the device, or null
+  at::Tensor G;           // (rows, 4H) contiguous: x @ w_ih^T + b in; the
+                          // activated gates out when cells is defined
+  at::Tensor w_hh, w_hr;  // w_hr undefined without a projection
+  at::Tensor h, c;        // (B, P), (B, H) contiguous: initial state in,
+                          // each sample's final state out; c in acc_type
+  at::Tensor y;           // (rows, P), rows strided: the outputs
+  at::Tensor cells;       // (rows, H) contiguous in acc_type, or undefined
+                          // (inference)
 };
 
 // The backward time loop of one layer-direction, in the reverse order of its
@@ -41,14 +41,14 @@ struct LayerBackward {
   at::Tensor h0, c0;        // (B, P), (B, H) contiguous initial state
   at::Tensor grad_y;        // (rows, P) rows strided, or undefined
   at::Tensor w_hh, w_hr;
-  at::Tensor dh, dc;        // (B, P), (B, H) contiguous: gradients of the
-                            // final state in, of the initial state out
-                            // (cells, c0 and dc in acc_type)
-  at::Tensor dG;            // (rows, 4H) out: pre-activation gradients
-  at::Tensor h_prev;        // (rows, P) out: the h each step multiplied
-                            // w_hh by (zero after a reset)
-  at::Tensor dh_all, r_all; // with a projection, (rows, P) and (rows, H)
-                            // out: dL/dh of each step and o * tanh(c)
+  at::Tensor dh, dc;         // (B, P), (B, H) contiguous: gradients of the
+                             // final state in, of the initial state out
+                             // (cells, c0 and dc in acc_type)
+  at::Tensor dG;             // (rows, 4H) out: pre-activation gradients
+  at::Tensor h_prev;         // (rows, P) out: the h each step multiplied
+                             // w_hh by (zero after a reset)
+  at::Tensor dh_all, r_all;  // with a projection, (rows, P) and (rows, H)
+                             // out: dL/dh of each step and o * tanh(c)
 };
 
 struct LayerKernels {

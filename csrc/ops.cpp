@@ -5,8 +5,8 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
-#include "lstm_args.h"
 #include "cpu/panel_gemm.h"
+#include "lstm_args.h"
 
 #ifndef RNNKERNELS_VERSION
 #define RNNKERNELS_VERSION "unknown"
@@ -31,9 +31,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("version") = RNNKERNELS_VERSION;
   m.attr("torch_version") = TORCH_VERSION;
   // The per-step GEMM of the CPU time loops, for tests and bench.gemm_rates.
-  m.def("step_matmul", &rnnkernels::step_matmul,
-        "a @ b with the per-step GEMM of the CPU kernels, computed `repeats` times from one packing",
-        pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("repeats") = 1);
+  m.def(
+      "step_matmul", &rnnkernels::step_matmul,
+      "a @ b with the per-step GEMM of the CPU kernels, computed `repeats` times from one packing",
+      pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("repeats") = 1);
   m.def("panel_gemm_enabled", &rnnkernels::panel_gemm_enabled,
         "whether the packed-panel GEMM runs for this dtype here");
 }

@@ -5,6 +5,17 @@ from ._extension import backend_info
 from .modules import LSTM, replace_lstm
 from .tbptt import TBPTT, Window, batchify, bptt_batches, detach_state, resize_state
 
-__all__ = ["LSTM", "replace_lstm", "backend_info", "ops", "reference",
-           "TBPTT", "Window", "batchify", "bptt_batches", "detach_state", "resize_state"]
+__all__ = [
+    "LSTM",
+    "replace_lstm",
+    "backend_info",
+    "ops",
+    "reference",
+    "TBPTT",
+    "Window",
+    "batchify",
+    "bptt_batches",
+    "detach_state",
+    "resize_state",
+]
 __version__ = "0.1.0"

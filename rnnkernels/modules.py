@@ -21,7 +21,9 @@ def check_backend(backend) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "fused" and not _extension.cpu_extension():
-        raise RuntimeError(f"rnnkernels: backend='fused' needs the compiled extension, which did not load: {_extension.LOAD_ERROR}")
+        raise RuntimeError(
+            f"rnnkernels: backend='fused' needs the compiled extension, which did not load: {_extension.LOAD_ERROR}"
+        )
     return backend
 
 
@@ -103,9 +105,8 @@ class LSTM(nn.RNNBase):
                 want = 3 if is_batched else 2
                 if hx[0].dim() != want or hx[1].dim() != want:
                     kind = "batched 3-D" if is_batched else "unbatched 2-D"
-                    raise RuntimeError(
-                        f"For {kind} input, hx and cx should also be {want}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
-                    )
+                    dims = f"({hx[0].dim()}-D, {hx[1].dim()}-D)"
+                    raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got {dims} tensors")
                 if not is_batched:
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
                 self.check_forward_args(x, hx, None)
@@ -118,7 +119,7 @@ class LSTM(nn.RNNBase):
         reset = self._time_major_reset(reset, T, B, x.device, is_batched, sorted_indices)
         h, c = (None, None) if hx is None else hx
         weights = self._flat_weights
-        run_dtype = _autocast_dtype(x, weights[0].dtype)
+        run_dtype = _autocast_dtype(x)
         if run_dtype is not None:
             cast = lambda t: None if t is None else t.to(run_dtype)  # noqa: E731
             x, h, c, weights = cast(x), cast(h), cast(c), [cast(w) for w in weights]
@@ -180,13 +181,12 @@ class LSTM(nn.RNNBase):
         return reset.to(device).contiguous()
 
 
-def _autocast_dtype(x, weight_dtype):
-    """The dtype to run in under autocast: on CUDA the autocast dtype, as
-    nn.LSTM does; on the CPU, where nn.LSTM fails under autocast, the weights'."""
+def _autocast_dtype(x):
+    """The dtype to run in under autocast: the autocast dtype, as nn.LSTM does."""
     device = x.device.type
     if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
         return None
-    return torch.get_autocast_dtype(device) if device == "cuda" else weight_dtype
+    return torch.get_autocast_dtype(device)
 
 
 def replace_lstm(model: nn.Module, **kwargs) -> nn.Module:

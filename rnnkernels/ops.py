@@ -75,7 +75,8 @@ def check_args(a):
             _fail(f"packed input must be 2-D (rows, features), got {x.dim()}-D")
         bs = a.batch_sizes
         if bs.dtype != torch.int64 or bs.dim() != 1 or bs.device.type != "cpu":
-            _fail(f"batch_sizes must be a 1-D int64 tensor on the CPU, got {_name(bs.dtype)} {list(bs.shape)} on {bs.device}")
+            got = f"{_name(bs.dtype)} {list(bs.shape)} on {bs.device}"
+            _fail(f"batch_sizes must be a 1-D int64 tensor on the CPU, got {got}")
         d.rows, d.T = x.shape[0], bs.shape[0]
         if _known(bs):
             sizes = bs.tolist()
@@ -159,6 +160,8 @@ def saved_layout(a, d):
     """(shape, dtype) of what a forward that saves for backward returns (see
     SavedLayer in csrc/lstm_args.h)."""
     dtype = a.input.dtype
+    if a.input.device.type == "cpu":
+        dtype = acc_dtype(dtype)  # the CPU runs the half types on its float32 kernels
     layout = []
     for layer in range(d.L):
         layout += [((d.D, d.rows, 4 * d.H), dtype), ((d.D, d.rows, d.H), acc_dtype(dtype))]
@@ -214,7 +217,9 @@ def _register() -> None:
                 _check_like(x, t, name)
         layout = saved_layout(a, d)
         if len(a.saved) != len(layout):
-            _fail(f"backward needs the {len(layout)} tensors a forward with need_backward=True saves, got {len(a.saved)}")
+            _fail(
+                f"backward needs the {len(layout)} tensors a forward with need_backward=True saves, got {len(a.saved)}"
+            )
         grad_input = x.new_empty(x.shape) if a.need_input_grad else x.new_empty(0)
         return (grad_input, x.new_empty(d.L * d.D, d.B, d.P), x.new_empty(d.L * d.D, d.B, d.H),
                 [p.new_empty(p.shape) for p in a.params])  # fmt: skip

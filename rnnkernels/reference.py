@@ -36,7 +36,9 @@ def _boundaries(T, lens, reverse, s):
     return full, full
 
 
-def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, reset=None, lengths=None, window=0, reverse=False):
+def lstm_layer(
+    x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, reset=None, lengths=None, window=0, reverse=False
+):
     T, B, _ = x.shape
     dev = x.device
     lens = torch.full((B,), T, dtype=torch.long, device=dev) if lengths is None else lengths.to(dev, torch.long)

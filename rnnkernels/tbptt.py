@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, Optional
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -53,12 +54,12 @@ def bptt_batches(
     data: Tensor,
     bptt: int,
     variable: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     *,
     p_full: float = 0.95,
     std: float = 5.0,
     min_length: int = 5,
-    max_length: Optional[int] = None,
+    max_length: int | None = None,
 ) -> Iterator[Window]:
     """Yield windows ``(inputs, targets)`` over the rows of ``data`` (N, B, ...).
 
@@ -195,7 +196,7 @@ class TBPTT:
     def reset(self) -> None:
         """Forget the carried state and history: the next step starts a new stream."""
         self.state = None  # detached state after the last step
-        self._history: Optional[Tensor] = None  # up to k2 - k1 most recent inputs
+        self._history: Tensor | None = None  # up to k2 - k1 most recent inputs
         self._history_state = None  # detached state before the first of them
 
     def step(self, x_new: Tensor, loss_fn: Callable[[Tensor], Tensor]) -> Tensor:

@@ -14,6 +14,7 @@ settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
 settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True)
 settings.load_profile("ci")
 
+
 @contextmanager
 def num_threads(n):
     old = torch.get_num_threads()
@@ -80,7 +81,6 @@ def assert_close_all(actual, expected, **tol):
             assert a is None and e is None, f"item {i}: one gradient is missing"
             continue
         torch.testing.assert_close(a, e, **tol, msg=lambda m: f"item {i}: {m}")
-
 
 
 class Sizes(NamedTuple):

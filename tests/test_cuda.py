@@ -294,8 +294,13 @@ PERSISTENT_CASES = {
     "B5-bidirectional": {"B": 5, "bidirectional": True},
     "B16": {"B": 16},
     "B8-packed": {"B": 8, "lengths": [9, 9, 7, 7, 4, 2, 1, 1]},
-    "B6-packed-bidirectional-reset-window": {"B": 6, "bidirectional": True, "lengths": [9, 8, 8, 5, 3, 1],
-                                             "reset_p": 0.3, "window": 4},  # fmt: skip
+    "B6-packed-bidirectional-reset-window": {
+        "B": 6,
+        "bidirectional": True,
+        "lengths": [9, 8, 8, 5, 3, 1],
+        "reset_p": 0.3,
+        "window": 4,
+    },  # fmt: skip
     "B3-H301": {"B": 3, "H": 301},  # several units per block, a partial last block, two staging chunks
     "B16-H300-reset-window-stack": {"B": 16, "H": 300, "reset_p": 0.3, "window": 3, "layers": 2},
 }

@@ -17,8 +17,7 @@ import threading
 import pytest
 import torch
 
-from conftest import (Sizes, config_outputs_and_grads, forward_config, make_config, num_threads,
-                      requires_extension)
+from conftest import Sizes, config_outputs_and_grads, forward_config, make_config, num_threads, requires_extension
 
 pytestmark = requires_extension
 
@@ -141,7 +140,10 @@ def test_one_module_shared_by_threads_for_gradients(one_intra_op_thread):
     into .grad, so this is legal concurrent use)."""
     m, _, lengths, kwargs = make_config(CONFIGS["stack"], torch.float64, SIZES)
     params = list(m.parameters())
-    inputs = [torch.randn(T, B, I, dtype=torch.float64, generator=torch.Generator().manual_seed(200 + k)) for k in range(4 * 2)]
+    inputs = [
+        torch.randn(T, B, I, dtype=torch.float64, generator=torch.Generator().manual_seed(200 + k))
+        for k in range(4 * 2)
+    ]
 
     def grads_of(x):
         x = x.clone().requires_grad_()

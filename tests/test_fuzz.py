@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -100,11 +99,11 @@ class Case:
     tensors: dict = field(default_factory=dict)
 
     @property
-    def D(self):
+    def D(self):  # noqa: N802 - the literature's name
         return 2 if self.bidirectional else 1
 
     @property
-    def P(self):
+    def P(self):  # noqa: N802 - the literature's name
         return self.proj or self.H
 
     def module_kwargs(self):
@@ -205,7 +204,11 @@ def run(module, c: Case, t, *, extensions=True, grad=True):
             leaves[name] = leaf.detach().clone().requires_grad_(grad)
             views[name] = view(leaves[name])
     x = views["x"]
-    inp = pack_padded_sequence(x, torch.tensor(c.lengths), batch_first=c.batch_first, enforce_sorted=False) if c.lengths else x
+    inp = (
+        pack_padded_sequence(x, torch.tensor(c.lengths), batch_first=c.batch_first, enforce_sorted=False)
+        if c.lengths
+        else x
+    )
     hx = (views["h"], views["c"]) if c.with_hx else None
     kwargs = {}
     if extensions:

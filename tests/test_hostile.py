@@ -159,11 +159,27 @@ def test_packed_integer_input_is_refused():
         (torch.zeros(5, 2), TypeError, "reset must be a bool tensor, got torch.float32"),
         (torch.zeros(5, 2, dtype=torch.uint8), TypeError, "reset must be a bool tensor, got torch.uint8"),
         (torch.zeros(5, 2, dtype=torch.long), TypeError, "reset must be a bool tensor, got torch.int64"),
-        (torch.zeros(2, 5, dtype=torch.bool), RuntimeError, "reset must have shape (T, B) matching the input, got [2, 5]"),
-        (torch.zeros(5, 3, dtype=torch.bool), RuntimeError, "reset must have shape (T, B) matching the input, got [5, 3]"),
+        (
+            torch.zeros(2, 5, dtype=torch.bool),
+            RuntimeError,
+            "reset must have shape (T, B) matching the input, got [2, 5]",
+        ),
+        (
+            torch.zeros(5, 3, dtype=torch.bool),
+            RuntimeError,
+            "reset must have shape (T, B) matching the input, got [5, 3]",
+        ),
         (torch.zeros(5, dtype=torch.bool), RuntimeError, "reset must have shape (T, B) matching the input, got [5]"),
-        (torch.zeros(5, 2, 1, dtype=torch.bool), RuntimeError, "reset must have shape (T, B) matching the input, got [5, 2, 1]"),
-        (torch.zeros(10, dtype=torch.bool)[::2], RuntimeError, "reset must have shape (T, B) matching the input, got [5]"),
+        (
+            torch.zeros(5, 2, 1, dtype=torch.bool),
+            RuntimeError,
+            "reset must have shape (T, B) matching the input, got [5, 2, 1]",
+        ),
+        (
+            torch.zeros(10, dtype=torch.bool)[::2],
+            RuntimeError,
+            "reset must have shape (T, B) matching the input, got [5]",
+        ),
     ],
 )
 def test_bad_reset_mask(reset, kind, message):
@@ -187,7 +203,9 @@ def test_reset_mask_layout_with_packed_batch_first_input_does_not_depend_on_sort
     layouts = []
     for enforce_sorted in (True, False):
         packed = pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True, enforce_sorted=enforce_sorted)
-        ok = [outcome(lambda: ours(packed, reset=torch.zeros(*s, dtype=torch.bool)))[0] == "ok" for s in ((5, 2), (2, 5))]
+        ok = [
+            outcome(lambda: ours(packed, reset=torch.zeros(*s, dtype=torch.bool)))[0] == "ok" for s in ((5, 2), (2, 5))
+        ]
         layouts.append(ok)
     assert layouts[0] == layouts[1]
 
@@ -245,7 +263,10 @@ def test_empty_batch_like_nn_lstm(layers, bidirectional, proj, batch_first):
     ref, ours = lstm_pair(3, 4, num_layers=layers, bidirectional=bidirectional, proj_size=proj, batch_first=batch_first)
     D = 2 if bidirectional else 1
     x = torch.randn((0, 5, 3) if batch_first else (5, 0, 3), dtype=torch.float64)
-    hx = (torch.randn(layers * D, 0, proj or 4, dtype=torch.float64), torch.randn(layers * D, 0, 4, dtype=torch.float64))
+    hx = (
+        torch.randn(layers * D, 0, proj or 4, dtype=torch.float64),
+        torch.randn(layers * D, 0, 4, dtype=torch.float64),
+    )
     results = []
     for m, kwargs in ((ref, {}), (ours, dict(window=2, reset=torch.zeros(x.shape[:2], dtype=torch.bool)))):
         leaves = [t.clone().requires_grad_() for t in (x, *hx)]
@@ -285,7 +306,7 @@ def test_non_finite_values_propagate_like_nn_lstm(where, value, dtype):
                     getattr(m, where)[1] = value
             leaves = [t.clone().requires_grad_() for t in (x, h0, c0)]
             y, (h, c) = m(leaves[0], tuple(leaves[1:]))
-            results.append(((y, h, c) + grads((y, h, c), leaves + list(m.parameters()))))
+            results.append((y, h, c) + grads((y, h, c), leaves + list(m.parameters())))
     tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
     for want, got in zip(results[0::2], results[1::2]):
         for k, (a, b) in enumerate(zip(want, got)):
@@ -336,9 +357,15 @@ def with_param(k, t, **kw):
         (with_param(0, z(15, 3)), "weight_ih_l0 must have shape (4*hidden_size, input_size), got [15, 3]"),
         (with_param(0, z(0, 3)), "weight_ih_l0 must have shape (4*hidden_size, input_size), got [0, 3]"),
         (with_param(0, z(16)), "weight_ih_l0 must have shape (4*hidden_size, input_size), got [16]"),
-        (with_param(5, z(16, 3), layers=2, bidirectional=True), "weight_hh_l0_reverse must have shape [16, 4], got [16, 3]"),
+        (
+            with_param(5, z(16, 3), layers=2, bidirectional=True),
+            "weight_hh_l0_reverse must have shape [16, 4], got [16, 3]",
+        ),
         (with_param(8, z(16, 3), layers=2, bidirectional=True), "weight_ih_l1 must have shape [16, 8], got [16, 3]"),
-        (with_param(4, torch.tensor(1.0), proj=2), "weight_hr_l0 must have shape (proj_size, hidden_size) with proj_size > 0, got []"),
+        (
+            with_param(4, torch.tensor(1.0), proj=2),
+            "weight_hr_l0 must have shape (proj_size, hidden_size) with proj_size > 0, got []",
+        ),
         (with_param(4, z(2, 3), proj=2), "weight_hr_l0 must have shape [2, 4], got [2, 3]"),
         (fwd_args(params=fwd_args()["params"][:3]), "expected 4 or 5 params for each of the 1 layer-directions"),
         (fwd_args(input=z(5, 2, 3, dtype=torch.bool)), "input must be a floating point tensor, got Bool"),
@@ -346,10 +373,22 @@ def with_param(k, t, **kw):
         (fwd_args(input=z(5, 2)), "input must be 3-D (T, B, features), got 2-D"),
         (fwd_args(reset=z(5, 2, dtype=torch.uint8)), "reset must be a bool tensor, got Byte"),
         (fwd_args(reset=z(2, 5, dtype=torch.bool)), "reset must have shape [5, 2], got [2, 5]"),
-        (fwd_args(input=z(7, 3), batch_sizes=torch.tensor([2, 3, 2])), "batch_sizes must be positive and non-increasing, got batch_sizes[1] = 3"),
-        (fwd_args(input=z(7, 3), batch_sizes=torch.tensor([2, 2, 2])), "batch_sizes sum to 6 but the packed input has 7 rows"),
-        (fwd_args(input=z(4, 3), batch_sizes=torch.tensor([[2, 2]])), "batch_sizes must be a 1-D int64 tensor on the CPU"),
-        (fwd_args(input=z(4, 3), batch_sizes=torch.tensor([2, 2], dtype=torch.int32)), "batch_sizes must be a 1-D int64"),
+        (
+            fwd_args(input=z(7, 3), batch_sizes=torch.tensor([2, 3, 2])),
+            "batch_sizes must be positive and non-increasing, got batch_sizes[1] = 3",
+        ),
+        (
+            fwd_args(input=z(7, 3), batch_sizes=torch.tensor([2, 2, 2])),
+            "batch_sizes sum to 6 but the packed input has 7 rows",
+        ),
+        (
+            fwd_args(input=z(4, 3), batch_sizes=torch.tensor([[2, 2]])),
+            "batch_sizes must be a 1-D int64 tensor on the CPU",
+        ),
+        (
+            fwd_args(input=z(4, 3), batch_sizes=torch.tensor([2, 2], dtype=torch.int32)),
+            "batch_sizes must be a 1-D int64",
+        ),
         (fwd_args(input=z(4, 3), batch_sizes=torch.tensor([2, 2, 0])), "batch_sizes must be positive"),
         (fwd_args(input=z(5, 2, 3)[0], batch_sizes=None), "input must be 3-D"),
         (fwd_args(window=-1), "window must be >= 0, got -1"),
@@ -479,8 +518,13 @@ def huge(*shape):
         # T * B * 4H overflows int64
         dict(input=huge(2**31, 2**31, 1), hx=None, cx=None, params=[z(16, 1), z(16, 4), z(16), z(16)]),
         # hidden size (with a projection, so that w_hh itself can exist as a view)
-        dict(input=huge(3, 2, 1), hx=None, cx=None, has_biases=False,
-             params=[huge(4 * HUGE, 1), huge(4 * HUGE, 1), huge(1, HUGE)]),  # fmt: skip
+        dict(
+            input=huge(3, 2, 1),
+            hx=None,
+            cx=None,
+            has_biases=False,
+            params=[huge(4 * HUGE, 1), huge(4 * HUGE, 1), huge(1, HUGE)],
+        ),  # fmt: skip
         dict(input=z(3).as_strided((2**35, 2**10, 3), (0, 0, 1)), hx=None, cx=None),
     ],
 )

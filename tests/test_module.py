@@ -113,17 +113,6 @@ def test_torch_compile_fullgraph_forward_and_backward():
     assert_close_all(g_compiled, g_eager)
 
 
-@requires_extension
-def test_cpu_autocast_runs_in_weight_dtype():
-    _, ours = lstm_pair(3, 4, dtype=torch.float32)
-    x = torch.randn(5, 2, 3)
-    expected, _ = ours(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y, (h, c) = ours(x)
-    assert y.dtype == torch.float32
-    torch.testing.assert_close(y, expected)
-
-
 def test_fused_kernels_are_chosen_per_device(monkeypatch):
     assert _extension.missing_kernels(torch.device("xpu")) is not None
     monkeypatch.setattr(_extension, "cuda_extension", lambda: False)

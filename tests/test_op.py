@@ -40,8 +40,8 @@ def op_args(T=5, B=3, I=4, H=5, layers=2, bidirectional=True, proj=0, bias=True,
         x, batch_sizes = packed.data.requires_grad_(), packed.batch_sizes
     hx, cx = (r(layers * D, B, P), r(layers * D, B, H)) if with_hx else (None, None)
     reset = torch.rand(max(lengths) if lengths else T, B, generator=g) < reset_p if reset_p else None
-    return dict(input=x, hx=hx, cx=cx, params=params, batch_sizes=batch_sizes, reset=reset, has_biases=bias,
-                num_layers=layers, bidirectional=bidirectional, dropout=dropout, train=train, window=window)  # fmt: skip
+    flags = dict(has_biases=bias, num_layers=layers, bidirectional=bidirectional, dropout=dropout, train=train)
+    return dict(input=x, hx=hx, cx=cx, params=params, batch_sizes=batch_sizes, reset=reset, **flags, window=window)
 
 
 def leaves(a):

@@ -14,13 +14,13 @@ from contextlib import nullcontext
 
 import pytest
 import torch
+from test_reset import oracle as step_oracle
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkernels
 from conftest import ChunkedLSTM, assert_close_all, lstm_pair, requires_extension
-from test_reset import oracle as step_oracle
 
 pytestmark = [requires_extension, pytest.mark.usefixtures("one_thread")]
 
@@ -100,12 +100,17 @@ def penalty_and_hvp(m, x, hx, kwargs=None, oneDNN_off=True):
         loss = (y.square().sum() + h.sum() + (c * c).sum()) / 2
         gx, *gp = torch.autograd.grad(loss, [x, *params], create_graph=True)
         penalty = torch.autograd.grad(gx.square().sum(), params, retain_graph=True)
-        v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=p.dtype) for i, p in enumerate(params)]
+        v = [
+            torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=p.dtype)
+            for i, p in enumerate(params)
+        ]
         hvp = torch.autograd.grad(gp, params, v)
     return [*penalty, *hvp]
 
 
-@pytest.mark.parametrize("cfg", [dict(num_layers=2, bidirectional=True), dict(num_layers=2, proj_size=2, batch_first=True)])
+@pytest.mark.parametrize(
+    "cfg", [dict(num_layers=2, bidirectional=True), dict(num_layers=2, proj_size=2, batch_first=True)]
+)
 def test_penalty_and_hvp_match_nn_lstm(cfg):
     ref, ours = lstm_pair(3, 4, **cfg)
     g = torch.Generator().manual_seed(0)
@@ -121,7 +126,10 @@ def test_penalty_and_hvp_with_resets_match_the_step_oracle():
     m = rnnkernels.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(5, 2, 3, dtype=torch.float64, generator=g).requires_grad_()
-    hx = (torch.randn(4, 2, 4, dtype=torch.float64, generator=g), torch.randn(4, 2, 4, dtype=torch.float64, generator=g))
+    hx = (
+        torch.randn(4, 2, 4, dtype=torch.float64, generator=g),
+        torch.randn(4, 2, 4, dtype=torch.float64, generator=g),
+    )
     reset = torch.tensor([[True, False], [False, False], [False, True], [True, False], [False, False]])
 
     class Oracle(nn.Module):
@@ -142,7 +150,10 @@ def test_penalty_and_hvp_with_a_window_match_detached_chunks(k):
     ref, ours = lstm_pair(3, 4, num_layers=2, proj_size=2)
     g = torch.Generator().manual_seed(k)
     x = torch.randn(7, 2, 3, dtype=torch.float64, generator=g).requires_grad_()
-    hx = (torch.randn(2, 2, 2, dtype=torch.float64, generator=g), torch.randn(2, 2, 4, dtype=torch.float64, generator=g))
+    hx = (
+        torch.randn(2, 2, 2, dtype=torch.float64, generator=g),
+        torch.randn(2, 2, 4, dtype=torch.float64, generator=g),
+    )
     got = penalty_and_hvp(ours, x, hx, dict(window=k))
     want = penalty_and_hvp(ChunkedLSTM(ref, k), x, hx)
     assert_close_all(got, want, **F64)

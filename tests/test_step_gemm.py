@@ -33,7 +33,11 @@ def check(M, K, N, layout, dtype, seed=0):
     got = C.step_matmul(a, b)
     want = (a.double() @ b.double()).to(dtype)
     scale = max(1.0, K**0.5)
-    tol = dict(rtol=2e-6 * scale, atol=2e-6 * scale) if dtype == torch.float32 else dict(rtol=1e-14 * scale, atol=1e-14 * scale)
+    tol = (
+        dict(rtol=2e-6 * scale, atol=2e-6 * scale)
+        if dtype == torch.float32
+        else dict(rtol=1e-14 * scale, atol=1e-14 * scale)
+    )
     assert got.shape == (M, N)
     torch.testing.assert_close(got, want, **tol)
 

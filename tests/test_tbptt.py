@@ -157,7 +157,9 @@ class TinyLM(nn.Module):
 
 
 def _lm_loss(targets):
-    return lambda logits: nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+    return lambda logits: nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+    )
 
 
 def _grads(model):

@@ -23,7 +23,9 @@ def test_window_equals_detached_chunks(k, layers, proj, batch_first, backend):
     x = torch.randn((3, T, 4) if batch_first else (T, 3, 4), dtype=torch.float64, generator=g)
     hx = (torch.randn(layers, 3, proj or 6, dtype=torch.float64, generator=g),
           torch.randn(layers, 3, 6, dtype=torch.float64, generator=g))  # fmt: skip
-    weights = [torch.randn(s, dtype=torch.float64, generator=g) for s in ((*x.shape[:2], proj or 6), hx[0].shape, hx[1].shape)]
+    weights = [
+        torch.randn(s, dtype=torch.float64, generator=g) for s in ((*x.shape[:2], proj or 6), hx[0].shape, hx[1].shape)
+    ]
 
     def gradients(run, module):
         xi = x.clone().requires_grad_()

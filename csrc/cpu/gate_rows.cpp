@@ -19,9 +19,17 @@ void backward_row_impl(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H
 
 }  // namespace
 
-void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { forward_row_impl(w, j0, j1, H); }
-void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { forward_row_impl(w, j0, j1, H); }
-void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { backward_row_impl(w, j0, j1, H); }
-void backward_row(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { backward_row_impl(w, j0, j1, H); }
+void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) {
+  forward_row_impl(w, j0, j1, H);
+}
+void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) {
+  forward_row_impl(w, j0, j1, H);
+}
+void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) {
+  backward_row_impl(w, j0, j1, H);
+}
+void backward_row(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) {
+  backward_row_impl(w, j0, j1, H);
+}
 
 }  // namespace rnnkernels

@@ -14,13 +14,13 @@ namespace rnnkernels {
 // gate-major rows (g, r, gates) hold the four gates H apart.
 template <typename T>
 struct ForwardRow {
-  const T* g;   // input projection + bias at this step (4H)
-  const T* r;   // h_{t-1} @ w_hh^T (4H)
-  T* c;         // cell state, updated in place (H)
-  T* h;         // new h, or o * tanh(c) before a projection (H)
-  T* y;         // output at this step (H), or null
-  T* gates;     // activated gates saved for backward (4H), or null
-  T* cells;     // new cell state saved for backward (H), or null
+  const T* g;  // input projection + bias at this step (4H)
+  const T* r;  // h_{t-1} @ w_hh^T (4H)
+  T* c;        // cell state, updated in place (H)
+  T* h;        // new h, or o * tanh(c) before a projection (H)
+  T* y;        // output at this step (H), or null
+  T* gates;    // activated gates saved for backward (4H), or null
+  T* cells;    // new cell state saved for backward (H), or null
 };
 
 // Backward step of one sample.
@@ -73,9 +73,9 @@ int64_t backward_span(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H)
     const V o = L::load(w.gates + 3 * H + j);
     const V c = L::load(w.cell + j);
     const V c_prev = w.c_prev != nullptr ? L::load(w.c_prev + j) : V(0);
-    const CellBackward<V> g = cell_backward<V>(
-        L::load(w.gates + j), L::load(w.gates + H + j), L::load(w.gates + 2 * H + j), o, c, c_prev,
-        L::load(w.dh + j), L::load(w.dc + j));
+    const CellBackward<V> g = cell_backward<V>(L::load(w.gates + j), L::load(w.gates + H + j),
+                                               L::load(w.gates + 2 * H + j), o, c, c_prev,
+                                               L::load(w.dh + j), L::load(w.dc + j));
     L::store(g.di, w.dG + j);
     L::store(g.df, w.dG + H + j);
     L::store(g.dg, w.dG + 2 * H + j);

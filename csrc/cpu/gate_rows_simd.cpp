@@ -77,10 +77,18 @@ int64_t backward_simd(const Row& w, int64_t j0, int64_t j1, int64_t H) {
 }
 
 bool simd_rows_available() { return cpu_has_avx2_fma(); }
-int64_t forward_row_simd(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { return forward_simd(w, j0, j1, H); }
-int64_t forward_row_simd(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { return forward_simd(w, j0, j1, H); }
-int64_t backward_row_simd(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) { return backward_simd(w, j0, j1, H); }
-int64_t backward_row_simd(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) { return backward_simd(w, j0, j1, H); }
+int64_t forward_row_simd(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) {
+  return forward_simd(w, j0, j1, H);
+}
+int64_t forward_row_simd(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) {
+  return forward_simd(w, j0, j1, H);
+}
+int64_t backward_row_simd(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) {
+  return backward_simd(w, j0, j1, H);
+}
+int64_t backward_row_simd(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) {
+  return backward_simd(w, j0, j1, H);
+}
 
 #else
 

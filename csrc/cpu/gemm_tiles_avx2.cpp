@@ -83,21 +83,32 @@ TileFn<T> lookup(int rows, int np) {
   if (!cpu_has_avx2_fma()) return nullptr;
   if (np == 1) {
     switch (rows) {
-      case 1: return tile<T, 1, 1>;
-      case 2: return tile<T, 2, 1>;
-      case 3: return tile<T, 3, 1>;
-      case 4: return tile<T, 4, 1>;
-      case 5: return tile<T, 5, 1>;
-      case 6: return tile<T, 6, 1>;
-      default: return nullptr;
+      case 1:
+        return tile<T, 1, 1>;
+      case 2:
+        return tile<T, 2, 1>;
+      case 3:
+        return tile<T, 3, 1>;
+      case 4:
+        return tile<T, 4, 1>;
+      case 5:
+        return tile<T, 5, 1>;
+      case 6:
+        return tile<T, 6, 1>;
+      default:
+        return nullptr;
     }
   }
   if (np == panels_per_tile(rows)) {
     switch (rows) {
-      case 1: return tile<T, 1, panels_per_tile(1)>;
-      case 2: return tile<T, 2, panels_per_tile(2)>;
-      case 3: return tile<T, 3, panels_per_tile(3)>;
-      default: return nullptr;
+      case 1:
+        return tile<T, 1, panels_per_tile(1)>;
+      case 2:
+        return tile<T, 2, panels_per_tile(2)>;
+      case 3:
+        return tile<T, 3, panels_per_tile(3)>;
+      default:
+        return nullptr;
     }
   }
   return nullptr;

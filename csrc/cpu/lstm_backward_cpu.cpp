@@ -21,25 +21,23 @@ struct BackwardBuffers {
   int64_t window;
   const bool* reset;
   int64_t H, P;
-  const T* gates;   // (rows, 4H)
-  const T* cells;   // (rows, H)
-  const T* y;       // (rows, ldy)
+  const T* gates;  // (rows, 4H)
+  const T* cells;  // (rows, H)
+  const T* y;      // (rows, ldy)
   int64_t ldy;
   const T* h0;      // (B, P)
   const T* c0;      // (B, H)
   const T* grad_y;  // (rows, ld_gy) or null
   int64_t ld_gy;
-  T* dh;            // (B, P) carried gradient of h
-  T* dc;            // (B, H) carried gradient of c
-  T* dr;            // (B, H) with a projection: dh pushed through w_hr
-  T* dG;            // (rows, 4H)
-  T* h_prev;        // (rows, P)
-  T* dh_all;        // (rows, P) or null
-  T* r_all;         // (rows, H) or null
+  T* dh;      // (B, P) carried gradient of h
+  T* dc;      // (B, H) carried gradient of c
+  T* dr;      // (B, H) with a projection: dh pushed through w_hr
+  T* dG;      // (rows, 4H)
+  T* h_prev;  // (rows, P)
+  T* dh_all;  // (rows, P) or null
+  T* r_all;   // (rows, H) or null
 
-  StepEdge edge(int64_t t, int64_t b) const {
-    return step_edge(t, b, reverse, steps.batch(t + 1));
-  }
+  StepEdge edge(int64_t t, int64_t b) const { return step_edge(t, b, reverse, steps.batch(t + 1)); }
   bool cut(int64_t t, int64_t b) const {
     return cut_before(edge(t, b), reverse, window, reset, steps.B(), b);
   }

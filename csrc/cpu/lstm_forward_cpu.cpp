@@ -21,13 +21,13 @@ struct ForwardBuffers {
   bool reverse;
   const bool* reset;
   int64_t H, P;
-  T* G;          // (rows, 4H): pre-activations in, gates out when saving
-  T* R;          // (B, 4H): h @ w_hh^T of the step
-  T* c;          // (B, H)
-  T* r;          // (B, H): o * tanh(c) before a projection, or null
-  T* y;          // (rows, ldy)
+  T* G;  // (rows, 4H): pre-activations in, gates out when saving
+  T* R;  // (B, 4H): h @ w_hh^T of the step
+  T* c;  // (B, H)
+  T* r;  // (B, H): o * tanh(c) before a projection, or null
+  T* y;  // (rows, ldy)
   int64_t ldy;
-  T* cells;      // (rows, H) or null
+  T* cells;  // (rows, H) or null
   bool save;
 
   // Zeroes columns [j0, j1) of the rows (stride n) of the samples whose state

@@ -25,9 +25,13 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 template <typename T>
 TileFn<T> avx2_tile(int rows, int np);
 template <>
-TileFn<float> avx2_tile<float>(int rows, int np) { return avx2_tile_f32(rows, np); }
+TileFn<float> avx2_tile<float>(int rows, int np) {
+  return avx2_tile_f32(rows, np);
+}
 template <>
-TileFn<double> avx2_tile<double>(int rows, int np) { return avx2_tile_f64(rows, np); }
+TileFn<double> avx2_tile<double>(int rows, int np) {
+  return avx2_tile_f64(rows, np);
+}
 
 // The tiles of one depth block: panels in the outer loop, so each panel's
 // slice is read once while the rows of a (a few, at step shapes) stay in
@@ -56,8 +60,8 @@ struct BlockRunner {
 
   // Rows [0, rows) of a (row stride lda, depth kc starting at k0) against
   // panels [p0, p1), into c (rows, ldc) whose column 0 is panel 0's.
-  void run(int64_t rows, const T* a, int64_t lda, int64_t k0, int64_t kc,
-           int64_t p0, int64_t p1, T* c, int64_t ldc, bool accumulate) const {
+  void run(int64_t rows, const T* a, int64_t lda, int64_t k0, int64_t kc, int64_t p0, int64_t p1,
+           T* c, int64_t ldc, bool accumulate) const {
     constexpr int64_t NR = kPanelWidth<T>;
     const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
@@ -67,8 +71,8 @@ struct BlockRunner {
       for (int64_t i = 0; i < blocks; ++i) {
         const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
         const int r = static_cast<int>(r1 - r0);
-        Tile<T> t{kc, a + r0 * lda, lda, panels + (p * K + k0) * NR, K * NR,
-                  c + r0 * ldc + p * NR, ldc, accumulate};
+        Tile<T> t{kc,     a + r0 * lda,          lda, panels + (p * K + k0) * NR,
+                  K * NR, c + r0 * ldc + p * NR, ldc, accumulate};
         TileFn<T> f = tiles.fn[r][n_here == 1 ? 0 : 1];
         if (p < full) {
           f(t);
@@ -171,8 +175,8 @@ StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
 }
 
 template <typename T>
-void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
-                             int64_t n0, int64_t n1) const {
+void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0,
+                             int64_t n1) const {
   static_assert(kStepColumns<T> == kPanelWidth<T>, "a thread's columns are whole panels");
   if (M <= 0 || n0 >= n1) return;
   // A share that did not start on a panel would write its neighbour's
@@ -195,8 +199,8 @@ template class StepMatrix<double>;
 
 at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b, int64_t repeats) {
   TORCH_CHECK(repeats >= 1, "step_matmul: repeats must be positive, got ", repeats);
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 2, "step_matmul: expected 2-D a and b, got ",
-              a.dim(), "-D and ", b.dim(), "-D");
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2, "step_matmul: expected 2-D a and b, got ", a.dim(),
+              "-D and ", b.dim(), "-D");
   TORCH_CHECK(a.size(1) == b.size(0), "step_matmul: a is ", a.sizes(), " but b is ", b.sizes());
   TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), "step_matmul: expected CPU tensors");
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), "step_matmul: a is ", a.scalar_type(),

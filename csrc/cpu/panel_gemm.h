@@ -29,8 +29,8 @@ class PanelMatrix {
 
   // Columns [p0, p1) * panel width (clipped to N) of c = a @ B on the calling
   // thread, for a (M, K) and c (M, N) with contiguous rows of stride lda, ldc.
-  void multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
-                       int64_t p0, int64_t p1) const;
+  void multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t p0,
+                       int64_t p1) const;
 
  private:
   at::Tensor panels_;
@@ -54,8 +54,8 @@ class StepMatrix {
   // Columns [n0, n1) of c = a @ B for a (M, K) and c (M, N), contiguous rows
   // of stride lda and ldc. n0 and n1 must be multiples of kStepColumns<T>
   // (n1 may also be N).
-  void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
-                int64_t n0, int64_t n1) const;
+  void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0,
+                int64_t n1) const;
 
  private:
   at::Tensor b_;

@@ -1,5 +1,8 @@
 // The CPU kernels of the stack ops: the shared stack driver on the CPU time
-// loops.
+// loops. float16 and bfloat16 run on the float32 kernels (this CPU has no
+// fast arithmetic on them): their inputs are widened on the way in and the
+// results rounded to the call's dtype on the way out, so the cell state and
+// every sum stay in float32 and gradients come back in the parameters' dtype.
 #include <torch/library.h>
 
 #include "lstm_cpu.h"
@@ -9,12 +12,46 @@ namespace {
 
 constexpr LayerKernels kCpuKernels{&forward_layer_cpu, &backward_layer_cpu};
 
+bool narrow_float(const c10::IValue& v) {
+  if (!v.isTensor()) return false;
+  const at::ScalarType t = v.toTensor().scalar_type();
+  return t == at::kHalf || t == at::kBFloat16;
+}
+
+// Casts the tensors (and lists of tensors) in stack slots [first, first + n)
+// to dtype.
+void cast_slots(torch::jit::Stack& s, size_t first, size_t n, at::ScalarType dtype) {
+  for (size_t i = first; i < first + n; ++i) {
+    if (s[i].isTensor()) {
+      s[i] = s[i].toTensor().to(dtype);
+    } else if (s[i].isTensorList()) {
+      std::vector<at::Tensor> list = s[i].toTensorVector();
+      for (at::Tensor& t : list) t = t.to(dtype);
+      s[i] = list;
+    }
+  }
+}
+
 void forward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
+  torch::jit::Stack& s = *stack;
+  const size_t first = s.size() - (LstmArgs::kCount + 1);
+  if (!narrow_float(s[first])) return run_forward(stack, kCpuKernels);
+  const at::ScalarType dtype = s[first].toTensor().scalar_type();
+  cast_slots(s, first, 4, at::kFloat);  // input, hx, cx, params
   run_forward(stack, kCpuKernels);
+  cast_slots(s, s.size() - 4, 3, dtype);  // output, hy, cy; saved stays float
 }
 
 void backward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
+  torch::jit::Stack& s = *stack;
+  const size_t first = s.size() - (3 + LstmArgs::kCount + 3);
+  const size_t input = first + 3;
+  if (!narrow_float(s[input])) return run_backward(stack, kCpuKernels);
+  const at::ScalarType dtype = s[input].toTensor().scalar_type();
+  cast_slots(s, first, 3 + 4, at::kFloat);                 // gradients, input, hx, cx, params
+  cast_slots(s, input + LstmArgs::kCount, 1, at::kFloat);  // output
   run_backward(stack, kCpuKernels);
+  cast_slots(s, s.size() - 4, 4, dtype);
 }
 
 }  // namespace

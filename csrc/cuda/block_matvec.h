@@ -15,22 +15,17 @@ constexpr int kChunk = 256;  // columns of the rows staged per pass
 
 // Warps that share one output when there are fewer outputs than warps; each
 // takes every kParts-th group of 32 columns and the parts are summed later.
-__host__ __device__ inline int parts_for(int nout) {
-  return nout >= kWarps ? 1 : kWarps / nout;
-}
+__host__ __device__ inline int parts_for(int nout) { return nout >= kWarps ? 1 : kWarps / nout; }
 
 // Dynamic shared memory: partial sums, staged rows, then the weight slice.
 template <typename A>
-__host__ __device__ inline size_t smem_bytes(int nout, int max_batch,
-                                             size_t weight_bytes) {
+__host__ __device__ inline size_t smem_bytes(int nout, int max_batch, size_t weight_bytes) {
   const size_t acc = static_cast<size_t>(parts_for(nout)) * nout * max_batch +
                      static_cast<size_t>(max_batch) * kChunk;
   return acc * sizeof(A) + weight_bytes;
 }
 
-__host__ __device__ constexpr int log2_of(int n) {
-  return n <= 1 ? 0 : 1 + log2_of(n / 2);
-}
+__host__ __device__ constexpr int log2_of(int n) { return n <= 1 ? 0 : 1 + log2_of(n / 2); }
 
 // Sums N per-lane values over the 32 lanes of a warp with N-1 + (5-log2 N)
 // shuffles instead of 5N: each halving step trades the half of the values
@@ -70,9 +65,8 @@ struct TransposeReduce<1, 0> {
 // rows[] must be set by the caller before the call; all threads of the block
 // must call it. Ends with a barrier, so out is readable afterwards.
 template <typename T, int MB>
-__device__ void block_matvec(int nb, int64_t K, int nout,
-                             const T* const* rows, const T* w, acc_t<T>* out,
-                             acc_t<T>* stage) {
+__device__ void block_matvec(int nb, int64_t K, int nout, const T* const* rows, const T* w,
+                             acc_t<T>* out, acc_t<T>* stage) {
   using A = acc_t<T>;
   static_assert(MB >= 1 && MB <= 32 && (MB & (MB - 1)) == 0,
                 "batch bound must be a power of two <= 32");
@@ -87,8 +81,7 @@ __device__ void block_matvec(int nb, int64_t K, int nout,
       const int b = i / kChunk, kk = i - b * kChunk;
       // L2 loads: the rows were written by other SMs after this SM may have
       // cached an older copy of the same lines.
-      stage[i] = (b < nb && kk < kc) ? to_acc(__ldcg(rows[b] + k0 + kk))
-                                     : A(0);
+      stage[i] = (b < nb && kk < kc) ? to_acc(__ldcg(rows[b] + k0 + kk)) : A(0);
     }
     __syncthreads();
     for (int item = warp; item < items; item += kWarps) {
@@ -112,8 +105,7 @@ __device__ void block_matvec(int nb, int64_t K, int nout,
 
 // Sum over the parts of output o for sample b.
 template <typename A, int MB>
-__device__ __forceinline__ A matvec_result(const A* out, int nout, int o,
-                                           int b) {
+__device__ __forceinline__ A matvec_result(const A* out, int nout, int o, int b) {
   const int nparts = parts_for(nout);
   A v = out[o * MB + b];
   for (int p = 1; p < nparts; ++p) v += out[(p * nout + o) * MB + b];

@@ -29,9 +29,7 @@ using acc_t = typename AccOf<T>::type;
 __device__ __forceinline__ float to_acc(float x) { return x; }
 __device__ __forceinline__ double to_acc(double x) { return x; }
 __device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename T>
 __device__ __forceinline__ T from_acc(acc_t<T> x);
@@ -100,10 +98,9 @@ cudaError_t launch_for(DType dt, int64_t n, Launch&& launch) {
   });
 }
 
-#define RNNK_GRID_LOOP(idx, n)                                       \
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + \
-                     threadIdx.x;                                    \
-       idx < (n); idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
+#define RNNK_GRID_LOOP(idx, n)                                                               \
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < (n); \
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 }  // namespace cuda
 }  // namespace rnnkernels

@@ -56,8 +56,8 @@ __global__ void backward_gates_kernel(BackwardGateArgs a) {
       c_prev = edge_of(s, b).continued ? cells[(s.prev_row0 + b) * H + j] : c0[idx];
     const A dhv = to_acc(dr != nullptr ? dr[idx] : dh[b * P + j]);
     const A o = to_acc(g[3 * H]);
-    const CellBackward<A> r = cell_backward<A>(to_acc(g[0]), to_acc(g[H]), to_acc(g[2 * H]), o, c,
-                                               c_prev, dhv, dc[idx]);
+    const CellBackward<A> r =
+        cell_backward<A>(to_acc(g[0]), to_acc(g[H]), to_acc(g[2 * H]), o, c, c_prev, dhv, dc[idx]);
     T* d = dG + row * 4 * H + j;
     d[0] = from_acc<T>(r.di);
     d[H] = from_acc<T>(r.df);

@@ -37,7 +37,8 @@ k::DType dtype_of(at::ScalarType t) {
     case at::kBFloat16:
       return k::DType::kBFloat16;
     default:
-      TORCH_CHECK(false, "rnnkernels.lstm: CUDA supports float32, float64, float16 and bfloat16, got ", t);
+      TORCH_CHECK(false,
+                  "rnnkernels.lstm: CUDA supports float32, float64, float16 and bfloat16, got ", t);
   }
 }
 
@@ -59,7 +60,8 @@ std::optional<k::PersistentPlan> persistent_plan(k::DType dt, int64_t B, int64_t
   const k::PersistentPlan plan = k::persistent_plan(dt, B, H, proj, backward);
   if (plan.fits) return plan;
   TORCH_CHECK(mode != PersistentMode::kForce,
-              "rnnkernels.lstm: RNNKERNELS_PERSISTENT=1 but the persistent kernel cannot run this problem: ",
+              "rnnkernels.lstm: RNNKERNELS_PERSISTENT=1 but the persistent kernel cannot run this "
+              "problem: ",
               plan.why);
   return std::nullopt;
 }
@@ -77,8 +79,9 @@ k::Step step_of(const StepRows& steps, int64_t t, bool reverse, int64_t window, 
                 int64_t H, int64_t P) {
   const int64_t tp = previous_time(t, reverse);
   const int64_t prev_row0 = tp >= 0 && tp < steps.T() ? steps.offset(tp) : 0;
-  return k::Step{steps.B(), H, P, t, steps.batch(t), steps.offset(t), prev_row0, steps.batch(t + 1),
-                 reverse, window, reset};
+  return k::Step{
+      steps.B(),          H,       P,      t,    steps.batch(t), steps.offset(t), prev_row0,
+      steps.batch(t + 1), reverse, window, reset};
 }
 
 k::Lengths lengths_of(const StepRows& steps) {
@@ -109,9 +112,20 @@ bool persistent_forward(const LayerForward& f, k::DType dt, cudaStream_t stream)
   // from whichever half the step count points at.
   at::Tensor hbuf = f.h.unsqueeze(0).repeat({2, 1, 1});
   const at::Tensor w = f.w_hh.contiguous();
-  const k::PersistentForwardArgs a{steps.T(), B, H, lengths_of(steps), f.reverse, f.reset,
-                                   f.G.data_ptr(), w.data_ptr(), hbuf.data_ptr(), f.h.data_ptr(),
-                                   f.c.data_ptr(), f.y.data_ptr(), f.y.stride(0), ptr(f.cells),
+  const k::PersistentForwardArgs a{steps.T(),
+                                   B,
+                                   H,
+                                   lengths_of(steps),
+                                   f.reverse,
+                                   f.reset,
+                                   f.G.data_ptr(),
+                                   w.data_ptr(),
+                                   hbuf.data_ptr(),
+                                   f.h.data_ptr(),
+                                   f.c.data_ptr(),
+                                   f.y.data_ptr(),
+                                   f.y.stride(0),
+                                   ptr(f.cells),
                                    f.cells.defined()};
   return launched(k::persistent_forward(dt, a, *plan, stream), mode);
 }
@@ -184,7 +198,8 @@ void backward_steps(const LayerBackward& lb, k::DType dt, cudaStream_t stream) {
   at::Tensor dr = proj ? at::empty({B, H}, lb.dh.options()) : at::Tensor();
   const bool cuts = lb.window > 0 || lb.reset != nullptr;
   for (int64_t i = 0; i < T; ++i) {
-    const k::Step s = step_of(steps, lb.reverse ? i : T - 1 - i, lb.reverse, lb.window, lb.reset, H, P);
+    const k::Step s =
+        step_of(steps, lb.reverse ? i : T - 1 - i, lb.reverse, lb.window, lb.reset, H, P);
     const k::StepRowsArgs rows{s,
                                ptr(lb.grad_y),
                                lb.grad_y.defined() ? lb.grad_y.stride(0) : 0,

@@ -30,7 +30,7 @@ struct Step {
   int64_t batch_next;  // batch size of time t + 1, 0 past the end
   bool reverse;
   int64_t window;
-  const bool* reset;   // (T, B), or null
+  const bool* reset;  // (T, B), or null
 };
 
 // --- per-step kernels --------------------------------------------------------
@@ -40,14 +40,14 @@ struct Step {
 // with a projection, r = o * tanh(c)).
 struct ForwardGateArgs {
   Step s;
-  void* G;          // (rows, 4H): pre-activations in; the gates out if save
-  const void* R;    // (B, 4H) accumulation type: h @ w_hh^T
-  void* c;          // (B, H) accumulation type, in/out
-  void* h;          // (B, ldh): new h, or r before a projection
+  void* G;        // (rows, 4H): pre-activations in; the gates out if save
+  const void* R;  // (B, 4H) accumulation type: h @ w_hh^T
+  void* c;        // (B, H) accumulation type, in/out
+  void* h;        // (B, ldh): new h, or r before a projection
   int64_t ldh;
-  void* y;          // (rows, ldy): outputs, or null with a projection
+  void* y;  // (rows, ldy): outputs, or null with a projection
   int64_t ldy;
-  void* cells;      // (rows, H) accumulation type, or null
+  void* cells;  // (rows, H) accumulation type, or null
   bool save;
 };
 cudaError_t forward_gates(DType dt, const ForwardGateArgs& a, cudaStream_t stream);
@@ -58,12 +58,12 @@ struct StepRowsArgs {
   Step s;
   const void* grad_y;  // (rows, ld_gy), or null
   int64_t ld_gy;
-  const void* h0;      // (B, P)
-  const void* y;       // (rows, ldy): the forward's outputs
+  const void* h0;  // (B, P)
+  const void* y;   // (rows, ldy): the forward's outputs
   int64_t ldy;
-  void* dh;            // (B, P) in/out
-  void* dh_all;        // (rows, P), or null
-  void* h_prev;        // (rows, P)
+  void* dh;      // (B, P) in/out
+  void* dh_all;  // (rows, P), or null
+  void* h_prev;  // (rows, P)
 };
 cudaError_t backward_step_rows(DType dt, const StepRowsArgs& a, cudaStream_t stream);
 
@@ -123,11 +123,11 @@ struct PersistentForwardArgs {
   void* c;            // (B, H) accumulation type: c0 in, last c out
   void* y;            // (rows, ldy)
   int64_t ldy;
-  void* cells;        // (rows, H) accumulation type, or null
+  void* cells;  // (rows, H) accumulation type, or null
   bool save;
 };
-cudaError_t persistent_forward(DType dt, const PersistentForwardArgs& a,
-                               const PersistentPlan& plan, cudaStream_t stream);
+cudaError_t persistent_forward(DType dt, const PersistentForwardArgs& a, const PersistentPlan& plan,
+                               cudaStream_t stream);
 
 struct PersistentBackwardArgs {
   int64_t T, B, H;
@@ -137,17 +137,17 @@ struct PersistentBackwardArgs {
   const bool* reset;
   const void* grad_y;  // (rows, ld_gy), or null
   int64_t ld_gy;
-  const void* h0;      // (B, H)
-  const void* c0;      // (B, H) accumulation type
-  const void* y;       // (rows, ldy)
+  const void* h0;  // (B, H)
+  const void* c0;  // (B, H) accumulation type
+  const void* y;   // (rows, ldy)
   int64_t ldy;
-  const void* gates;   // (rows, 4H)
-  const void* cells;   // (rows, H) accumulation type
-  const void* w_hh;    // (4H, H)
-  void* dh;            // (B, H): grad of the last h in, of h0 out
-  void* dc;            // (B, H) accumulation type, likewise
-  void* dG;            // (rows, 4H)
-  void* h_prev;        // (rows, H)
+  const void* gates;  // (rows, 4H)
+  const void* cells;  // (rows, H) accumulation type
+  const void* w_hh;   // (4H, H)
+  void* dh;           // (B, H): grad of the last h in, of h0 out
+  void* dc;           // (B, H) accumulation type, likewise
+  void* dG;           // (rows, 4H)
+  void* h_prev;       // (rows, H)
 };
 cudaError_t persistent_backward(DType dt, const PersistentBackwardArgs& a,
                                 const PersistentPlan& plan, cudaStream_t stream);

@@ -46,8 +46,7 @@ __device__ __forceinline__ int64_t rows_before(const int64_t* lens, int64_t B, i
 }
 
 template <typename T, int MB>
-__global__ void __launch_bounds__(kBlockThreads)
-    forward_kernel(PersistentForwardArgs a, int U) {
+__global__ void __launch_bounds__(kBlockThreads) forward_kernel(PersistentForwardArgs a, int U) {
   using A = acc_t<T>;
   cg::grid_group grid = cg::this_grid();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -124,8 +123,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <typename T, int MB>
-__global__ void __launch_bounds__(kBlockThreads)
-    backward_kernel(PersistentBackwardArgs a, int U) {
+__global__ void __launch_bounds__(kBlockThreads) backward_kernel(PersistentBackwardArgs a, int U) {
   using A = acc_t<T>;
   cg::grid_group grid = cg::this_grid();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -188,9 +186,9 @@ __global__ void __launch_bounds__(kBlockThreads)
       }
       h_prev[row * H + j] = hp;
       const T* g = gates + row * 4 * H + j;
-      const CellBackward<A> r = cell_backward<A>(to_acc(g[0]), to_acc(g[H]), to_acc(g[2 * H]),
-                                                 to_acc(g[3 * H]), cells[row * H + j], c_prev,
-                                                 to_acc(dhs), dc[b * H + j]);
+      const CellBackward<A> r =
+          cell_backward<A>(to_acc(g[0]), to_acc(g[H]), to_acc(g[2 * H]), to_acc(g[3 * H]),
+                           cells[row * H + j], c_prev, to_acc(dhs), dc[b * H + j]);
       T* d = dG + row * 4 * H + j;
       d[0] = from_acc<T>(r.di);
       d[H] = from_acc<T>(r.df);
@@ -276,10 +274,11 @@ const DeviceFacts& device_facts(int dev) {
   if (dev < 0 || dev >= count) return none;
   std::call_once(once[dev], [dev] {
     DeviceFacts& f = facts[dev];
-    f.ok = cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
-           cudaDeviceGetAttribute(&f.cooperative, cudaDevAttrCooperativeLaunch, dev) == cudaSuccess &&
-           cudaDeviceGetAttribute(&f.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
-               cudaSuccess;
+    f.ok =
+        cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&f.cooperative, cudaDevAttrCooperativeLaunch, dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&f.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
+            cudaSuccess;
     if (!f.ok) cudaGetLastError();
   });
   return facts[dev];
@@ -371,8 +370,8 @@ PersistentPlan persistent_plan(DType dt, int64_t B, int64_t H, bool proj, bool b
   return p;
 }
 
-cudaError_t persistent_forward(DType dt, const PersistentForwardArgs& a,
-                               const PersistentPlan& plan, cudaStream_t stream) {
+cudaError_t persistent_forward(DType dt, const PersistentForwardArgs& a, const PersistentPlan& plan,
+                               cudaStream_t stream) {
   if (!plan.fits) return cudaErrorInvalidConfiguration;
   PersistentForwardArgs args = a;
   return persistent::launch(persistent::kernel_for(dt, plan.max_batch, false), &args, plan, stream);

@@ -5,44 +5,44 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import functools
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from . import loops
 
-NAMES = ("rnnkernels", "reference", "nn.LSTM", "nn.LSTM-generic", "torchscript", "torch.compile")
 BASELINE = "nn.LSTM"
 
 
-class Skip(Exception):
+class Skip(Exception):  # noqa: N818 - a verdict, not an error
     """This backend cannot run this configuration; the message says why."""
 
 
+@dataclasses.dataclass
 class Runner:
     """forward(x, reset) -> output (T, B, dirs*P); params in nn.LSTM's
-    `_flat_weights_names` order; context() wraps every call (flags)."""
+    `_flat_weights_names` order; context() wraps every call (flags); module,
+    if any, is what train() switches (nn.LSTM hands its mode to oneDNN)."""
 
-    def __init__(self, name, forward, params, context=contextlib.nullcontext, note=None):
-        self.name = name
-        self.forward = forward
-        self.params = params
-        self.context = context
-        self.note = note
+    forward: Callable
+    params: list
+    context: Callable = contextlib.nullcontext
+    note: str | None = None
+    module: nn.Module | None = None
 
     def __call__(self, x, reset):
         with self.context():
             return self.forward(x, reset)
 
-
-def _own_copy(base: nn.LSTM) -> nn.LSTM:
-    m = copy.deepcopy(base)
-    for p in m.parameters():
-        p.requires_grad_(True)
-    return m
+    def train(self, mode: bool) -> None:
+        if self.module is not None:
+            self.module.train(mode)
 
 
 def _flat(module) -> list:
@@ -68,7 +68,7 @@ def _rnnkernels(cfg, base, device, backend):
     def forward(x, reset):
         return m(x, window=window, reset=reset)[0]
 
-    return Runner("rnnkernels" if backend == "fused" else "reference", forward, _flat(m))
+    return Runner(forward, _flat(m), module=m)
 
 
 def chunk_starts(T: int, window: int, reset) -> list[int]:
@@ -80,10 +80,13 @@ def chunk_starts(T: int, window: int, reset) -> list[int]:
     return sorted(starts)
 
 
-def _nn_lstm(cfg, base, device, generic):
+def _nn_lstm(cfg, base, device, generic=False, float32=False):
     if cfg.bidirectional and (cfg.window or cfg.reset):
         raise Skip("window/reset with bidirectional: chunked nn.LSTM cannot carry the reverse direction's state")
-    m = _own_copy(base)
+    if float32 and cfg.dtype == "float32":
+        raise Skip("the config is float32: this is nn.LSTM itself")
+    m = copy.deepcopy(base).requires_grad_()
+    m = m.float() if float32 else m
     if generic:
         flags = torch.backends.cudnn.flags if device.type == "cuda" else torch.backends.mkldnn.flags
 
@@ -99,6 +102,11 @@ def _nn_lstm(cfg, base, device, generic):
     segments = {}  # the chunking depends only on the mask: found once, as a data loader would
 
     def forward(x, reset):
+        if float32:  # what users do when a dtype has no fast nn.LSTM: compute in float32
+            return chunked(x.float(), reset).to(x.dtype)
+        return chunked(x, reset)
+
+    def chunked(x, reset):
         if not window and reset is None:
             return m(x)[0]
         # Truncated BPTT / document resets as users write it with nn.LSTM:
@@ -121,8 +129,9 @@ def _nn_lstm(cfg, base, device, generic):
             outs.append(out)
         return torch.cat(outs)
 
-    note = "chunked: one call per window/reset segment" if (cfg.window or cfg.reset) else None
-    return Runner("nn.LSTM-generic" if generic else "nn.LSTM", forward, _flat(m), context, note)
+    notes = (["float32 copy, input and output cast"] if float32 else []) + (
+        ["chunked: one call per window/reset segment"] if cfg.window or cfg.reset else [])
+    return Runner(forward, _flat(m), context, "; ".join(notes) or None, module=m)
 
 
 def _loop_weights(cfg, base):
@@ -144,25 +153,24 @@ def _loop_weights(cfg, base):
     return params, weights
 
 
-_scripted = None
+@functools.cache
+def _scripted_loop():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is deprecated; it is still the fastrnns peer
+        return torch.jit.script(loops.scripted_loop)
 
 
 def _torchscript(cfg, base, device):
-    global _scripted
-    if _scripted is None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TorchScript is deprecated; it is still the fastrnns peer
-                _scripted = torch.jit.script(loops.scripted_loop)
-        except Exception as exc:  # noqa: BLE001
-            raise Skip(f"torch.jit.script failed: {type(exc).__name__}: {exc}") from None
+    try:
+        loop = _scripted_loop()
+    except Exception as exc:  # noqa: BLE001
+        raise Skip(f"torch.jit.script failed: {type(exc).__name__}: {exc}") from None
     params, weights = _loop_weights(cfg, base)
-    fn = _scripted
 
     def forward(x, reset):
-        return loops.run_stack(fn, weights(), x, cfg, reset)
+        return loops.run_stack(loop, weights(), x, cfg, reset)
 
-    return Runner("torchscript", forward, params)
+    return Runner(forward, params)
 
 
 def compiler_problem(device) -> str | None:
@@ -202,31 +210,35 @@ def _torch_compile(cfg, base, device):
     def forward(x, reset):
         return loops.run_stack(loop, weights(), x, cfg, reset)
 
-    return Runner("torch.compile", forward, params, note="compiled cell step in a Python loop")
+    return Runner(forward, params, note="compiled cell step in a Python loop")
+
+
+BUILDERS = {
+    "rnnkernels": lambda cfg, base, device: _rnnkernels(cfg, base, device, "fused"),
+    "reference": lambda cfg, base, device: _rnnkernels(cfg, base, device, "reference"),
+    "nn.LSTM": _nn_lstm,
+    "nn.LSTM-float32": lambda cfg, base, device: _nn_lstm(cfg, base, device, float32=True),
+    "nn.LSTM-generic": lambda cfg, base, device: _nn_lstm(cfg, base, device, generic=True),
+    "torchscript": _torchscript,
+    "torch.compile": _torch_compile,
+}
+NAMES = tuple(BUILDERS)
 
 
 def build(name: str, cfg, base: nn.LSTM, device: torch.device) -> Runner:
-    if name == "rnnkernels":
-        return _rnnkernels(cfg, base, device, "fused")
-    if name == "reference":
-        return _rnnkernels(cfg, base, device, "reference")
-    if name == "nn.LSTM":
-        return _nn_lstm(cfg, base, device, generic=False)
-    if name == "nn.LSTM-generic":
-        return _nn_lstm(cfg, base, device, generic=True)
-    if name == "torchscript":
-        return _torchscript(cfg, base, device)
-    if name == "torch.compile":
-        return _torch_compile(cfg, base, device)
-    raise ValueError(f"unknown backend {name!r}; one of {NAMES}")
+    if name not in BUILDERS:
+        raise ValueError(f"unknown backend {name!r}; one of {NAMES}")
+    return BUILDERS[name](cfg, base, device)
 
 
 def first_calls(runner: Runner, x, reset) -> float:
     """One forward without grad and one with backward, in seconds: the
     compile / profiling cost, kept out of the measurements."""
     t0 = time.perf_counter()
+    runner.train(False)
     with torch.no_grad():
         runner(x, reset)
+    runner.train(True)
     out = runner(x.detach().requires_grad_(True), reset)
     out.sum().backward()
     for p in runner.params:

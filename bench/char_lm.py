@@ -17,7 +17,7 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 from tqdm import tqdm
 
@@ -117,7 +117,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (one bptt window each)")
     p.add_argument("--batch-size", type=int, default=32, help="columns of the batchified stream")
     p.add_argument("--bptt", type=int, default=64, help="base window length in time steps")
-    p.add_argument("--variable", action=argparse.BooleanOptionalAction, default=True, help="awd-lstm random window lengths")
+    p.add_argument("--variable", action=argparse.BooleanOptionalAction, default=True,
+                   help="awd-lstm random window lengths")
     p.add_argument("--backend", choices=BACKENDS, default="rnnkernels")
     p.add_argument("--compare", action="store_true", help="train both backends from the same weights, in lockstep")
     p.add_argument("--seed", type=int, default=0)
@@ -171,7 +172,7 @@ def run(args) -> dict:
     bar = tqdm(range(args.steps), disable=args.no_progress, desc="train", unit="step")
     for step in bar:
         # Lockstep: both backends see the same machine load, so their speeds compare fairly.
-        for name, tr in trainers.items():
+        for tr in trainers.values():
             torch.manual_seed(args.seed + step)  # same dropout masks where the backends draw alike
             tr.step(timed=step > 0)  # the first step warms up
         bar.set_postfix(

@@ -6,6 +6,9 @@ so the loop only ever walks forward; `step_masks` turns reset/window into
 what that walk needs, with rnnkernels' semantics (see rnnkernels/reference.py).
 """
 
+# TorchScript reads these annotations: typing's List / Optional / Tuple, not list[...] or X | None.
+# ruff: noqa: UP006, UP035, UP045
+
 from __future__ import annotations
 
 from typing import List, Optional, Tuple

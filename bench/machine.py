@@ -1,4 +1,6 @@
-"""What the numbers were measured on: the header of the table and the JSON."""
+"""What the numbers were measured on, for the header and the JSON: the machine,
+and its best large-GEMM rate per dtype, measured once at the start: the roofline
+LSTM GFLOP/s are compared with (an LSTM is GEMMs plus elementwise math)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import os
 import platform
 
 import torch
+
+from .timing import interleaved
 
 
 def cpu_model() -> str:
@@ -45,3 +49,26 @@ def describe(device: torch.device) -> dict:
         meta["cuda"] = torch.version.cuda
         meta["cudnn"] = torch.backends.cudnn.version()
     return meta
+
+
+def gemms(dtype: torch.dtype, device: torch.device) -> dict:
+    """{label: (zero-argument n x n x n GEMM, its FLOPs)}: every library worth trying here."""
+    out = {}
+    g = torch.Generator(device=device).manual_seed(0)
+    for n in (4096,) if device.type == "cuda" else (1024, 2048):
+        a, b, c = (torch.randn(n, n, generator=g, device=device, dtype=dtype) for _ in range(3))
+        out[f"torch.mm n={n}"] = (lambda a=a, b=b, c=c: torch.mm(a, b, out=c), 2 * n**3)
+        if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available():
+            # oneDNN with the weight packed once, as its linear layers and nn.LSTM run.
+            w = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
+            out[f"oneDNN n={n}"] = (lambda a=a, w=w: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""),
+                                    2 * n**3)
+    return out
+
+
+def gemm_rates(dtype: torch.dtype, device: torch.device, repeats: int = 3) -> dict:
+    """{label: GFLOP/s of the best of repeats}: the roofline is a peak, and on a
+    shared machine the best sample is the least disturbed."""
+    calls = gemms(dtype, device)
+    ms = interleaved({k: fn for k, (fn, _) in calls.items()}, device, repeats, warmup=1)
+    return {k: calls[k][1] / (min(v) * 1e-3) / 1e9 for k, v in ms.items()}

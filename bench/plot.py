@@ -8,18 +8,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
-
-from .runner import MODES  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 
 def write(path: str, meta: dict, records: list) -> None:
     configs = list(dict.fromkeys(r["config"]["name"] for r in records))
     names = list(dict.fromkeys(r["backend"] for r in records))
-    fig, axes = plt.subplots(len(MODES), 1, figsize=(max(6.0, 1.4 * len(configs) + 2), 7), squeeze=False)
+    modes = list(dict.fromkeys(r["mode"] for r in records))
+    fig, axes = plt.subplots(len(modes), 1, squeeze=False,
+                             figsize=(max(6.0, 0.2 * (len(names) + 1) * len(configs) + 2), 3.5 * len(modes)))
     width = 0.8 / max(1, len(names))
-    for ax, mode in zip(axes[:, 0], MODES):
+    for ax, mode in zip(axes[:, 0], modes):
         speed = {(r["config"]["name"], r["backend"]): r["speedup_vs_nn_lstm"] for r in records if r["mode"] == mode}
         for k, name in enumerate(names):
             vals = [speed.get((c, name)) for c in configs]
@@ -39,7 +39,7 @@ def write(path: str, meta: dict, records: list) -> None:
     where = meta.get("gpu") or meta["cpu"]
     fig.suptitle(f"rnnkernels benchmark: {meta['device']} ({where}), {meta['threads']} threads, torch {meta['torch']}",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.2 / len(modes), 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

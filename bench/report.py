@@ -1,20 +1,23 @@
-"""The printed header and table."""
+"""What a run shows: the printed header and tables, and the `--json` file."""
 
 from __future__ import annotations
 
-from .check import DEFAULT_TOLERANCE, TOLERANCE
-from .configs import Config
+import json
+import os
+
+from .configs import Config, lstm_flops
+from .runner import DEFAULT_TOLERANCE, TOLERANCE
+
+SCHEMA_VERSION = 2  # 2: modes inference / fwd / fwd+bwd; rooflines measured once, per library
 
 
-def header(meta: dict, rooflines: dict) -> str:
+def header(meta: dict) -> str:
     where = meta.get("gpu") or meta["cpu"]
-    lines = [
-        f"torch {meta['torch']} | rnnkernels {meta['rnnkernels']} | device {meta['device']} ({where}) | "
-        f"threads {meta['threads']}",
-        f"GEMM roofline (torch.mm, n={meta.get('roofline_gemm_n')}, best of 10 at start; each config re-times it "
-        "in its own rounds): "
-        + ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in rooflines.items()),
-    ]
+    lines = [f"torch {meta['torch']} | rnnkernels {meta['rnnkernels']} | device {meta['device']} ({where}) | "
+             f"threads {meta['threads']} | tf32 {meta['tf32']}"]
+    for dtype, rates in meta["gemm_rates_gflops"].items():
+        lines.append(f"GEMM roofline {dtype}: {meta['rooflines_gflops'][dtype]:.1f} GFLOP/s, the best of "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
     load, cores = meta.get("load_avg_1min"), meta.get("cpu_count")
     if load is not None and cores and load > 0.5 * cores:
         lines.append(f"warning: load average {load:.1f} on {cores} CPUs before the run: other work shares this "
@@ -22,63 +25,59 @@ def header(meta: dict, rooflines: dict) -> str:
     return "\n".join(lines)
 
 
-LEGEND = (
-    "ms = median per call; spread = IQR/median; vs nn = nn.LSTM time / this time (>1 is faster);\n"
-    "roof = GFLOP/s / GEMM rate timed in the same rounds; peak = MiB allocated above the starting level\n"
-    "(CPU: PyTorch's allocator, seen by torch.profiler); err = max relative difference of output and\n"
-    "gradients from nn.LSTM (! above tolerance).\n"
-    "torchscript / torch.compile: per-step cell loops as in PyTorch's fastrnns (torch.compile compiles the\n"
-    "cell step; its compile time is excluded). nn.LSTM with window/reset: one call per segment, the state\n"
-    "detached (window) or zeroed (reset) in between, as TBPTT is written without rnnkernels."
-)
+LEGEND = """\
+modes: inference = eval() under no_grad (nn.LSTM's oneDNN inference primitive); fwd = train() forward with
+grad enabled; fwd+bwd = train() forward and autograd.grad.
+ms = median per call; spread = IQR/median; vs nn = nn.LSTM time / this time (>1 is faster);
+roof = GFLOP/s / the GEMM roofline of the config's dtype; peak = MiB allocated above the starting level
+(CPU: PyTorch's allocator, seen by torch.profiler); err = max relative difference of output and gradients
+from nn.LSTM (bfloat16/float16: from nn.LSTM-float32; ! above tolerance).
+nn.LSTM-float32: nn.LSTM on a float32 copy, for configs in other dtypes. torchscript / torch.compile:
+per-step cell loops as in PyTorch's fastrnns (compile time excluded). nn.LSTM with window/reset: one call
+per segment, the state detached (window) or zeroed (reset) in between, as TBPTT is written without it."""
+COLUMNS = ["mode", "backend", "ms", "spread", "vs nn", "GFLOP/s", "roof", "peak"]
 
 
 def _fmt(v, spec, missing="n/a"):
     return missing if v is None else format(v, spec)
 
 
-def _mode_cells(r):
-    if r is None:
-        return ["-"] * 6
-    return [
-        f"{r['median_ms']:.3f}",
-        f"{r['spread']:.0%}",
-        _fmt(r["speedup_vs_nn_lstm"], ".2f", "-") + ("x" if r["speedup_vs_nn_lstm"] else ""),
-        f"{r['gflops']:.1f}",
-        _fmt(r["roofline_fraction"], ".0%"),
-        _fmt(r["peak_mib"], ".1f"),
-    ]
-
-
-COLUMNS = ["backend", "fwd ms", "spread", "vs nn", "GFLOP/s", "roof", "peak",
-           "f+b ms", "spread", "vs nn", "GFLOP/s", "roof", "peak", "err"]
+def _row(r: dict, first_of_mode: bool) -> list:
+    vs = r["speedup_vs_nn_lstm"]
+    return [r["mode"] if first_of_mode else "", r["backend"], f"{r['median_ms']:.3f}", f"{r['spread']:.0%}",
+            _fmt(vs, ".2f", "-") + ("x" if vs else ""), f"{r['gflops']:.1f}", _fmt(r["roofline_fraction"], ".0%"),
+            _fmt(r["peak_mib"], ".1f")]
 
 
 def config_table(cfg: Config, records: list, skipped: list) -> str:
-    by = {(r["backend"], r["mode"]): r for r in records}
-    order = list(dict.fromkeys(r["backend"] for r in records))
-    rows = []
-    for name in order:
-        fwd, fb = by.get((name, "fwd")), by.get((name, "fwd+bwd"))
-        err = (fwd or fb)["max_rel_error"]
-        flag = "!" if err is not None and err > TOLERANCE.get(cfg.dtype, DEFAULT_TOLERANCE) else ""
-        rows.append([name] + _mode_cells(fwd) + _mode_cells(fb) + [_fmt(err, ".1e") + flag])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
-
-    def line(cells):
-        out = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
-        return " ".join(out[:7]) + " | " + " ".join(out[7:13]) + " | " + out[13]
-
-    any_rec = records[0] if records else None
-    gf = ""
-    if any_rec:
-        fl = {r["mode"]: r["gflop"] for r in records}
-        gf = f"   ({fl.get('fwd', 0):.3g} GFLOP fwd, {fl.get('fwd+bwd', 0):.3g} fwd+bwd)"
-    out = [f"{cfg.name}: {cfg.shape()}{gf}"]
+    gflop = {mode: lstm_flops(cfg, mode) / 1e9 for mode in ("fwd", "fwd+bwd")}
+    out = [f"{cfg.name}: {cfg.shape()}   ({gflop['fwd']:.3g} GFLOP forward, {gflop['fwd+bwd']:.3g} fwd+bwd)"]
+    rows = [_row(r, k == 0 or records[k - 1]["mode"] != r["mode"]) for k, r in enumerate(records)]
     if rows:
-        out.append("  " + line(COLUMNS))
-        out += ["  " + line(r) for r in rows]
-    for s in skipped:
-        out.append(f"  skipped {s['backend']}: {s['reason']}")
+        widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
+        for cells in [COLUMNS] + rows:
+            out.append("  " + " ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                       for i, (c, w) in enumerate(zip(cells, widths))))
+        limit = TOLERANCE.get(cfg.dtype, DEFAULT_TOLERANCE)
+        errors = {r["backend"]: r["max_rel_error"] for r in records}
+        out.append("  err: " + ", ".join(f"{n} {_fmt(e, '.1e')}" + ("!" if e is not None and e > limit else "")
+                                         for n, e in errors.items()))
+    out += [f"  skipped {s['backend']}: {s['reason']}" for s in skipped]
     return "\n".join(out)
 
+
+def write_json(path: str, meta: dict, records: list, skipped: list, notes: list) -> None:
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "meta": meta,
+        # device, torch and threads are repeated on each record so that one
+        # record read alone still says where it came from.
+        "records": [{**r, "device": meta["device"], "torch": meta["torch"], "threads": meta["threads"]}
+                    for r in records],
+        "skipped": skipped,
+        "notes": notes,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")

@@ -2,12 +2,14 @@
 
 from . import ops, reference
 from ._extension import backend_info
+from .convert import to_nn_lstm
 from .modules import LSTM, replace_lstm
 from .tbptt import TBPTT, Window, batchify, bptt_batches, detach_state, resize_state
 
 __all__ = [
     "LSTM",
     "replace_lstm",
+    "to_nn_lstm",
     "backend_info",
     "ops",
     "reference",

@@ -80,7 +80,6 @@ class LSTM(nn.RNNBase):
         return reference.lstm
 
     def forward(self, input, hx=None, *, window=None, reset=None):
-        self._update_flat_weights()
         window = self.window if window is None else check_window(window)
         if isinstance(input, PackedSequence):
             x, batch_sizes, sorted_indices, unsorted_indices = input
@@ -118,7 +117,8 @@ class LSTM(nn.RNNBase):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         reset = self._time_major_reset(reset, T, B, x.device, is_batched, sorted_indices)
         h, c = (None, None) if hx is None else hx
-        weights = self._flat_weights
+        # Read afresh, as nn.LSTM does, so weights swapped in (torch.func) count.
+        weights = [getattr(self, n) for n in self._flat_weights_names]
         run_dtype = _autocast_dtype(x)
         if run_dtype is not None:
             cast = lambda t: None if t is None else t.to(run_dtype)  # noqa: E731
@@ -148,7 +148,7 @@ class LSTM(nn.RNNBase):
                         "Input and hidden tensors are not at the same device, "
                         f"found input tensor at {x.device} and hidden tensor at {h.device}"
                     )
-        for w in self._flat_weights:
+        for w in (getattr(self, n) for n in self._flat_weights_names):
             if w.device != x.device:
                 raise RuntimeError(
                     "Input and parameter tensors are not at the same device, "

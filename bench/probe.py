@@ -1,0 +1,138 @@
+"""Where the time goes at one size, for one float32 layer of rnnkernels.LSTM.
+
+    python -m bench.probe breakdown --config T,B,I,H    # the passes beside the GEMMs inside them
+    python -m bench.probe gemm --config T,B,H           # per-step products: at::mm against the panels
+    python -m bench.probe features --config T,B,I,H --window 10 --reset 0.05   # what window/reset cost
+
+Each subcommand times its calls round-robin in one process (bench.timing.interleaved),
+so the machine's drift hits all of them alike. What the breakdown leaves after its
+GEMMs is the fused gate passes plus per-step and allocation overheads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import numpy as np
+import torch
+
+import rnnkernels
+from rnnkernels._extension import _C
+
+from .timing import interleaved
+
+
+def medians(fns: dict, repeats: int) -> dict:
+    return {k: float(np.median(v)) for k, v in interleaved(fns, torch.device("cpu"), repeats, warmup=3).items()}
+
+
+def layer(T, B, I, H):  # noqa: E741
+    """A float32 training-mode layer, an input that wants its gradient, an output gradient."""
+    torch.manual_seed(0)
+    m = rnnkernels.LSTM(I, H, backend="fused")
+    return m, torch.randn(T, B, I, requires_grad=True), torch.randn(T, B, H)
+
+
+def step_products(T, B, H, dtype=torch.float32) -> dict:
+    """{product: (FLOPs of T steps, {"at::mm": call, "panels": call})}. Each step multiplies
+    B rows by a weight reused every step, packed once per call as the kernels do."""
+    g = torch.Generator().manual_seed(0)
+    w_hh = torch.randn(4 * H, H, generator=g, dtype=dtype) / H**0.5
+    out = {}
+    for name, a, b in (("forward  h @ W_hh^T", torch.randn(B, H, generator=g, dtype=dtype), w_hh.t()),
+                       ("backward dG @ W_hh", torch.randn(B, 4 * H, generator=g, dtype=dtype), w_hh)):
+        c = torch.empty(B, b.shape[1], dtype=dtype)
+        out[name] = (2 * T * B * a.shape[1] * b.shape[1],
+                     {"at::mm": lambda a=a, b=b, c=c: [torch.mm(a, b, out=c) for _ in range(T)],
+                      "panels": lambda a=a, b=b: _C.step_matmul(a, b, T)})
+    return out
+
+
+def breakdown(args):
+    T, B, I, H = args.config  # noqa: E741
+    m, x, grad_y = layer(T, B, I, H)
+    inference = copy.deepcopy(m).eval()
+    wrt = [x, *m.parameters()]
+    y = m(x)[0]
+    w_ih, b = m.weight_ih_l0.detach(), (m.bias_ih_l0 + m.bias_hh_l0).detach()
+    x2, y2, dG = x.detach().view(T * B, I), y.detach().view(T * B, H), torch.randn(T * B, 4 * H)
+    (_, fwd), (_, bwd) = step_products(T, B, H).values()
+
+    def infer():
+        with torch.no_grad():
+            inference(x)
+
+    rows = medians({
+        "inference forward (eval, no_grad)": infer,
+        "training forward": lambda: m(x),
+        "  input GEMM, all steps": lambda: torch.addmm(b, x2, w_ih.t()),
+        "  T products h @ W_hh^T, at::mm": fwd["at::mm"],
+        "  T products h @ W_hh^T, panels": fwd["panels"],
+        "backward": lambda: torch.autograd.grad(y, wrt, grad_y, retain_graph=True),
+        "  dx, dW_ih, dW_hh GEMMs and bias sum": lambda: (dG @ w_ih, dG.t() @ x2, dG.t() @ y2, dG.sum(0)),
+        "  T products dG @ W_hh, at::mm": bwd["at::mm"],
+        "  T products dG @ W_hh, panels": bwd["panels"],
+    }, args.repeats)
+    print(f"T{T} B{B} I{I} H{H} float32, threads {torch.get_num_threads()}, median of {args.repeats} (ms)")
+    for name, ms in rows.items():
+        print(f"{name:38s} {ms:8.3f}")
+
+
+def gemm(args):
+    T, B, H = args.config[0], args.config[1], args.config[-1]
+    dtype = getattr(torch, args.dtype)
+    print(f"T{T} B{B} H{H} {args.dtype}, threads {torch.get_num_threads()}, median of {args.repeats}; "
+          f"packed GEMM enabled: {_C.panel_gemm_enabled(dtype)}")
+    print(f"{'product (x T steps)':24s} {'at::mm GFLOP/s':>15s} {'panels GFLOP/s':>15s} {'ratio':>7s}")
+    for name, (flops, calls) in step_products(T, B, H, dtype).items():
+        r = {k: flops / (ms * 1e-3) / 1e9 for k, ms in medians(calls, args.repeats).items()}
+        print(f"{name:24s} {r['at::mm']:15.1f} {r['panels']:15.1f} {r['panels'] / r['at::mm']:6.2f}x")
+
+
+def features(args):
+    T, B, I, H = args.config  # noqa: E741
+    m, x, grad_y = layer(T, B, I, H)
+    wrt = [x, *m.parameters()]
+    reset = torch.rand(T, B, generator=torch.Generator().manual_seed(1)) < args.reset
+
+    def fwd_bwd(window, reset):
+        return lambda: torch.autograd.grad(m(x, window=window, reset=reset)[0], wrt, grad_y)
+
+    rows = medians({"plain": fwd_bwd(0, None), f"window={args.window}": fwd_bwd(args.window, None),
+                    f"reset {args.reset:.0%}": fwd_bwd(0, reset)}, args.repeats)
+    print(f"T{T} B{B} I{I} H{H} float32, threads {torch.get_num_threads()}, "
+          f"forward+backward, median of {args.repeats} interleaved")
+    for name, ms in rows.items():
+        print(f"{name:14s} {ms:8.3f} ms  {100 * (ms / rows['plain'] - 1):+6.1f}%")
+
+
+def main(argv=None) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, default=None)
+    common.add_argument("--repeats", type=int, default=30)
+    p = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for fn, config, what in ((breakdown, "35,20,200,200", "the module's passes beside their GEMMs"),
+                             (gemm, "35,20,200", "per-step products, at::mm against the panels"),
+                             (features, "100,16,256,256", "forward+backward plain, with window, with reset")):
+        s = sub.add_parser(fn.__name__, parents=[common], help=what)
+        s.add_argument("--config", default=config, help=f"default {config}")
+        s.set_defaults(run=fn)
+    sub.choices["gemm"].add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    sub.choices["features"].add_argument("--window", type=int, default=10)
+    sub.choices["features"].add_argument("--reset", type=float, default=0.05, help="probability a step resets")
+    sub.choices["features"].set_defaults(repeats=60)
+    args = p.parse_args(argv)
+    if _C is None:
+        raise SystemExit("the rnnkernels extension is not built")
+    args.config = tuple(int(v) for v in args.config.split(","))
+    if len(args.config) != 4 and not (args.run is gemm and len(args.config) == 3) or min(args.config) < 1:
+        p.error("--config wants T,B,I,H (gemm: T,B,H or T,B,I,H)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,21 +24,36 @@ def _names(text: str, allowed, what: str, p) -> list:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--preset", choices=list(configs.PRESETS), default=None,
-                   help="quick (default; about a minute on 2 CPU cores), standard (the full table) or grid "
-                   f"(T x B x H sweep, one layer, up to {configs.GRID_BUDGET_GFLOP} GFLOP fwd+bwd)")
-    p.add_argument("--config", action="append", default=[], metavar="SPEC",
-                   help=f"a custom config, repeatable: {configs.CONFIG_HELP}; "
-                   "replaces the preset unless --preset is given")
+    p.add_argument(
+        "--preset",
+        choices=list(configs.PRESETS),
+        default=None,
+        help="quick (default; about a minute on 2 CPU cores), standard (the full table) or grid "
+        f"(T x B x H sweep, one layer, up to {configs.GRID_BUDGET_GFLOP} GFLOP fwd+bwd)",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help=f"a custom config, repeatable: {configs.CONFIG_HELP}; replaces the preset unless --preset is given",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available")
-    p.add_argument("--backends", default=None, help=f"comma-separated subset of {','.join(backends.NAMES)} "
-                   "(default: the preset's; all but grid's)")
+    p.add_argument(
+        "--backends",
+        default=None,
+        help=f"comma-separated subset of {','.join(backends.NAMES)} (default: the preset's; all but grid's)",
+    )
     p.add_argument("--modes", default=",".join(configs.MODES), help="comma-separated subset of %(default)s")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per backend and mode (default: by preset)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per backend and mode first")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
-    p.add_argument("--tf32", choices=["on", "off"], default="off",
-                   help="CUDA: allow TF32 in matmuls and cuDNN (default off: float32 is float32 on both sides)")
+    p.add_argument(
+        "--tf32",
+        choices=["on", "off"],
+        default="off",
+        help="CUDA: allow TF32 in matmuls and cuDNN (default off: float32 is float32 on both sides)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--no-check", action="store_true", help="skip the agreement check against nn.LSTM")
     p.add_argument("--json", metavar="PATH", help="write every record as JSON")
@@ -74,16 +89,25 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
     if args.threads:
         torch.set_num_threads(args.threads)
-    # GPU comparisons state their float32 precision, and both sides run at it.
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
+    # GPU comparisons state their float32 precision, and both sides run at it
+    # (the flags mean nothing on the CPU, where a test session may have frozen them).
+    if args.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     started = time.perf_counter()
     meta = machine.describe(args.device)
     dtypes = dict.fromkeys(c.dtype for c in args.configs)
     rates = {d: machine.gemm_rates(configs.DTYPES[d], args.device) for d in dtypes}
     rooflines = {d: max(r.values()) for d, r in rates.items()}
-    meta.update(gemm_rates_gflops=rates, rooflines_gflops=rooflines, tf32=args.tf32, modes=args.modes,
-                repeats=args.repeats, warmup=args.warmup, backends=args.backends,
-                preset=args.preset or ("custom" if args.config else "quick"))
+    meta.update(
+        gemm_rates_gflops=rates,
+        rooflines_gflops=rooflines,
+        tf32=args.tf32,
+        modes=args.modes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        backends=args.backends,
+        preset=args.preset or ("custom" if args.config else "quick"),
+    )
     print(report.header(meta), report.LEGEND, "", sep="\n", flush=True)
 
     records, notes = [], []
@@ -94,8 +118,16 @@ def main(argv=None) -> int:
     for cfg in progress:
         progress.set_postfix_str(cfg.name)
         recs, skips, cfg_notes = runner.run_config(
-            cfg, args.backends, args.modes, args.device, args.repeats, args.warmup, rooflines,
-            measure_memory=not args.no_memory, verify=not args.no_check)
+            cfg,
+            args.backends,
+            args.modes,
+            args.device,
+            args.repeats,
+            args.warmup,
+            rooflines,
+            measure_memory=not args.no_memory,
+            verify=not args.no_check,
+        )
         records += recs
         skipped += skips
         notes += cfg_notes
@@ -104,8 +136,10 @@ def main(argv=None) -> int:
     for n in notes:
         print("note:", n)
     meta["wall_s"] = time.perf_counter() - started
-    print(f"{len(args.configs)} configs ({len(args.left_out)} left out), {args.repeats} repeats, "
-          f"{args.warmup} warm-up, {meta['wall_s']:.0f} s")
+    print(
+        f"{len(args.configs)} configs ({len(args.left_out)} left out), {args.repeats} repeats, "
+        f"{args.warmup} warm-up, {meta['wall_s']:.0f} s"
+    )
 
     if args.json:
         report.write_json(args.json, meta, records, skipped, notes)

@@ -60,8 +60,16 @@ def _rnnkernels(cfg, base, device, backend):
             raise Skip(f"extension not built: {info['reason']}")
         if device.type == "cuda" and not info["cuda_extension"]:
             raise Skip(f"no CUDA kernels: {info['reason']}")
-    m = rnnkernels.LSTM(cfg.I, cfg.H, num_layers=cfg.layers, bidirectional=cfg.bidirectional, proj_size=cfg.proj,
-                        device=device, dtype=cfg.torch_dtype, backend=backend)
+    m = rnnkernels.LSTM(
+        cfg.I,
+        cfg.H,
+        num_layers=cfg.layers,
+        bidirectional=cfg.bidirectional,
+        proj_size=cfg.proj,
+        device=device,
+        dtype=cfg.torch_dtype,
+        backend=backend,
+    )
     m.load_state_dict(base.state_dict())
     window = cfg.window
 
@@ -130,7 +138,8 @@ def _nn_lstm(cfg, base, device, generic=False, float32=False):
         return torch.cat(outs)
 
     notes = (["float32 copy, input and output cast"] if float32 else []) + (
-        ["chunked: one call per window/reset segment"] if cfg.window or cfg.reset else [])
+        ["chunked: one call per window/reset segment"] if cfg.window or cfg.reset else []
+    )
     return Runner(forward, _flat(m), context, "; ".join(notes) or None, module=m)
 
 
@@ -146,8 +155,12 @@ def _loop_weights(cfg, base):
             for d in range(2 if cfg.bidirectional else 1):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 bias = by_name[f"bias_ih{sfx}"] + by_name[f"bias_hh{sfx}"]
-                out[(layer, d)] = (by_name[f"weight_ih{sfx}"], by_name[f"weight_hh{sfx}"], bias,
-                                   by_name.get(f"weight_hr{sfx}"))
+                out[(layer, d)] = (
+                    by_name[f"weight_ih{sfx}"],
+                    by_name[f"weight_hh{sfx}"],
+                    bias,
+                    by_name.get(f"weight_hr{sfx}"),
+                )
         return out
 
     return params, weights

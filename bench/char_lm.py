@@ -117,8 +117,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (one bptt window each)")
     p.add_argument("--batch-size", type=int, default=32, help="columns of the batchified stream")
     p.add_argument("--bptt", type=int, default=64, help="base window length in time steps")
-    p.add_argument("--variable", action=argparse.BooleanOptionalAction, default=True,
-                   help="awd-lstm random window lengths")
+    p.add_argument(
+        "--variable", action=argparse.BooleanOptionalAction, default=True, help="awd-lstm random window lengths"
+    )
     p.add_argument("--backend", choices=BACKENDS, default="rnnkernels")
     p.add_argument("--compare", action="store_true", help="train both backends from the same weights, in lockstep")
     p.add_argument("--seed", type=int, default=0)

@@ -7,8 +7,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "fp64": torch.float64,
-          "float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16"}
 MODES = ("inference", "fwd", "fwd+bwd")
 
@@ -32,17 +40,30 @@ class Config:
         return DTYPES[self.dtype]
 
     def shape(self) -> str:
-        parts = [f"T{self.T} B{self.B} I{self.I} H{self.H}", f"L{self.layers}" * (self.layers > 1),
-                 SHORT.get(self.dtype, self.dtype), "bi" * self.bidirectional, f"P{self.proj}" * bool(self.proj),
-                 f"w{self.window}" * bool(self.window), f"reset{self.reset:.0%}" * bool(self.reset)]
+        parts = [
+            f"T{self.T} B{self.B} I{self.I} H{self.H}",
+            f"L{self.layers}" * (self.layers > 1),
+            SHORT.get(self.dtype, self.dtype),
+            "bi" * self.bidirectional,
+            f"P{self.proj}" * bool(self.proj),
+            f"w{self.window}" * bool(self.window),
+            f"reset{self.reset:.0%}" * bool(self.reset),
+        ]
         return " ".join(p for p in parts if p)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def lstm_forward_flops(T: int, B: int, I: int, H: int,  # noqa: E741
-                       layers: int = 1, bidirectional: bool = False, proj: int = 0) -> int:
+def lstm_forward_flops(
+    T: int,
+    B: int,
+    I: int,
+    H: int,  # noqa: E741
+    layers: int = 1,
+    bidirectional: bool = False,
+    proj: int = 0,
+) -> int:
     """Multiply-adds (x2) of the GEMMs of one forward pass.
 
     Per layer and direction: the input GEMM 2*T*B*4H*I, the recurrent GEMM
@@ -117,8 +138,11 @@ def grid() -> Preset:
     return Preset(kept, repeats=3, warmup=1, backends=("rnnkernels", "nn.LSTM"), left_out=tuple(left_out))
 
 
-PRESETS = {"quick": Preset(QUICK, repeats=5, warmup=1), "standard": Preset(STANDARD, repeats=7, warmup=2),
-           "grid": grid()}
+PRESETS = {
+    "quick": Preset(QUICK, repeats=5, warmup=1),
+    "standard": Preset(STANDARD, repeats=7, warmup=2),
+    "grid": grid(),
+}
 
 CONFIG_HELP = "T,B,I,H[,layers[,dtype[,bidirectional[,proj[,window[,reset]]]]]], e.g. 100,64,512,512,1,float32,0,0,10"
 

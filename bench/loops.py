@@ -27,8 +27,9 @@ def lstm_cell(pre: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[Te
     return h, c
 
 
-def scripted_loop(pre: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
-                  keep: Optional[Tensor], cuts: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+def scripted_loop(
+    pre: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], keep: Optional[Tensor], cuts: List[bool]
+) -> Tuple[Tensor, Tensor, Tensor]:
     outs: List[Tensor] = []
     for s in range(pre.size(0)):
         if cuts[s]:
@@ -55,8 +56,9 @@ def python_loop(cell, pre, h, c, w_hh, w_hr, keep, cuts):
     return torch.stack(outs), h, c
 
 
-def step_masks(reset: Optional[Tensor], T: int, window: int, reverse: bool,
-               dtype) -> Tuple[Optional[Tensor], List[bool]]:
+def step_masks(
+    reset: Optional[Tensor], T: int, window: int, reverse: bool, dtype
+) -> Tuple[Optional[Tensor], List[bool]]:
     """keep (T, B, 1): state multiplier before step s; cuts[s]: detach the state before step s.
 
     Step s of the reverse walk processes time T-1-s and crosses the boundary

@@ -61,8 +61,10 @@ def gemms(dtype: torch.dtype, device: torch.device) -> dict:
         if device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available():
             # oneDNN with the weight packed once, as its linear layers and nn.LSTM run.
             w = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
-            out[f"oneDNN n={n}"] = (lambda a=a, w=w: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""),
-                                    2 * n**3)
+            out[f"oneDNN n={n}"] = (
+                lambda a=a, w=w: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""),
+                2 * n**3,
+            )
     return out
 
 

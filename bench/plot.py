@@ -16,8 +16,9 @@ def write(path: str, meta: dict, records: list) -> None:
     configs = list(dict.fromkeys(r["config"]["name"] for r in records))
     names = list(dict.fromkeys(r["backend"] for r in records))
     modes = list(dict.fromkeys(r["mode"] for r in records))
-    fig, axes = plt.subplots(len(modes), 1, squeeze=False,
-                             figsize=(max(6.0, 0.2 * (len(names) + 1) * len(configs) + 2), 3.5 * len(modes)))
+    fig, axes = plt.subplots(
+        len(modes), 1, squeeze=False, figsize=(max(6.0, 0.2 * (len(names) + 1) * len(configs) + 2), 3.5 * len(modes))
+    )
     width = 0.8 / max(1, len(names))
     for ax, mode in zip(axes[:, 0], modes):
         speed = {(r["config"]["name"], r["backend"]): r["speedup_vs_nn_lstm"] for r in records if r["mode"] == mode}
@@ -37,8 +38,10 @@ def write(path: str, meta: dict, records: list) -> None:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(names)), fontsize=8, frameon=False)
     where = meta.get("gpu") or meta["cpu"]
-    fig.suptitle(f"rnnkernels benchmark: {meta['device']} ({where}), {meta['threads']} threads, torch {meta['torch']}",
-                 fontsize=10)
+    fig.suptitle(
+        f"rnnkernels benchmark: {meta['device']} ({where}), {meta['threads']} threads, torch {meta['torch']}",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.2 / len(modes), 1, 1))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, format="png")

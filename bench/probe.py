@@ -40,12 +40,18 @@ def step_products(T, B, H, dtype=torch.float32) -> dict:
     g = torch.Generator().manual_seed(0)
     w_hh = torch.randn(4 * H, H, generator=g, dtype=dtype) / H**0.5
     out = {}
-    for name, a, b in (("forward  h @ W_hh^T", torch.randn(B, H, generator=g, dtype=dtype), w_hh.t()),
-                       ("backward dG @ W_hh", torch.randn(B, 4 * H, generator=g, dtype=dtype), w_hh)):
+    for name, a, b in (
+        ("forward  h @ W_hh^T", torch.randn(B, H, generator=g, dtype=dtype), w_hh.t()),
+        ("backward dG @ W_hh", torch.randn(B, 4 * H, generator=g, dtype=dtype), w_hh),
+    ):
         c = torch.empty(B, b.shape[1], dtype=dtype)
-        out[name] = (2 * T * B * a.shape[1] * b.shape[1],
-                     {"at::mm": lambda a=a, b=b, c=c: [torch.mm(a, b, out=c) for _ in range(T)],
-                      "panels": lambda a=a, b=b: _C.step_matmul(a, b, T)})
+        out[name] = (
+            2 * T * B * a.shape[1] * b.shape[1],
+            {
+                "at::mm": lambda a=a, b=b, c=c: [torch.mm(a, b, out=c) for _ in range(T)],
+                "panels": lambda a=a, b=b: _C.step_matmul(a, b, T),
+            },
+        )
     return out
 
 
@@ -63,17 +69,20 @@ def breakdown(args):
         with torch.no_grad():
             inference(x)
 
-    rows = medians({
-        "inference forward (eval, no_grad)": infer,
-        "training forward": lambda: m(x),
-        "  input GEMM, all steps": lambda: torch.addmm(b, x2, w_ih.t()),
-        "  T products h @ W_hh^T, at::mm": fwd["at::mm"],
-        "  T products h @ W_hh^T, panels": fwd["panels"],
-        "backward": lambda: torch.autograd.grad(y, wrt, grad_y, retain_graph=True),
-        "  dx, dW_ih, dW_hh GEMMs and bias sum": lambda: (dG @ w_ih, dG.t() @ x2, dG.t() @ y2, dG.sum(0)),
-        "  T products dG @ W_hh, at::mm": bwd["at::mm"],
-        "  T products dG @ W_hh, panels": bwd["panels"],
-    }, args.repeats)
+    rows = medians(
+        {
+            "inference forward (eval, no_grad)": infer,
+            "training forward": lambda: m(x),
+            "  input GEMM, all steps": lambda: torch.addmm(b, x2, w_ih.t()),
+            "  T products h @ W_hh^T, at::mm": fwd["at::mm"],
+            "  T products h @ W_hh^T, panels": fwd["panels"],
+            "backward": lambda: torch.autograd.grad(y, wrt, grad_y, retain_graph=True),
+            "  dx, dW_ih, dW_hh GEMMs and bias sum": lambda: (dG @ w_ih, dG.t() @ x2, dG.t() @ y2, dG.sum(0)),
+            "  T products dG @ W_hh, at::mm": bwd["at::mm"],
+            "  T products dG @ W_hh, panels": bwd["panels"],
+        },
+        args.repeats,
+    )
     print(f"T{T} B{B} I{I} H{H} float32, threads {torch.get_num_threads()}, median of {args.repeats} (ms)")
     for name, ms in rows.items():
         print(f"{name:38s} {ms:8.3f}")
@@ -82,8 +91,10 @@ def breakdown(args):
 def gemm(args):
     T, B, H = args.config[0], args.config[1], args.config[-1]
     dtype = getattr(torch, args.dtype)
-    print(f"T{T} B{B} H{H} {args.dtype}, threads {torch.get_num_threads()}, median of {args.repeats}; "
-          f"packed GEMM enabled: {_C.panel_gemm_enabled(dtype)}")
+    print(
+        f"T{T} B{B} H{H} {args.dtype}, threads {torch.get_num_threads()}, median of {args.repeats}; "
+        f"packed GEMM enabled: {_C.panel_gemm_enabled(dtype)}"
+    )
     print(f"{'product (x T steps)':24s} {'at::mm GFLOP/s':>15s} {'panels GFLOP/s':>15s} {'ratio':>7s}")
     for name, (flops, calls) in step_products(T, B, H, dtype).items():
         r = {k: flops / (ms * 1e-3) / 1e9 for k, ms in medians(calls, args.repeats).items()}
@@ -99,10 +110,18 @@ def features(args):
     def fwd_bwd(window, reset):
         return lambda: torch.autograd.grad(m(x, window=window, reset=reset)[0], wrt, grad_y)
 
-    rows = medians({"plain": fwd_bwd(0, None), f"window={args.window}": fwd_bwd(args.window, None),
-                    f"reset {args.reset:.0%}": fwd_bwd(0, reset)}, args.repeats)
-    print(f"T{T} B{B} I{I} H{H} float32, threads {torch.get_num_threads()}, "
-          f"forward+backward, median of {args.repeats} interleaved")
+    rows = medians(
+        {
+            "plain": fwd_bwd(0, None),
+            f"window={args.window}": fwd_bwd(args.window, None),
+            f"reset {args.reset:.0%}": fwd_bwd(0, reset),
+        },
+        args.repeats,
+    )
+    print(
+        f"T{T} B{B} I{I} H{H} float32, threads {torch.get_num_threads()}, "
+        f"forward+backward, median of {args.repeats} interleaved"
+    )
     for name, ms in rows.items():
         print(f"{name:14s} {ms:8.3f} ms  {100 * (ms / rows['plain'] - 1):+6.1f}%")
 
@@ -113,9 +132,11 @@ def main(argv=None) -> None:
     common.add_argument("--repeats", type=int, default=30)
     p = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for fn, config, what in ((breakdown, "35,20,200,200", "the module's passes beside their GEMMs"),
-                             (gemm, "35,20,200", "per-step products, at::mm against the panels"),
-                             (features, "100,16,256,256", "forward+backward plain, with window, with reset")):
+    for fn, config, what in (
+        (breakdown, "35,20,200,200", "the module's passes beside their GEMMs"),
+        (gemm, "35,20,200", "per-step products, at::mm against the panels"),
+        (features, "100,16,256,256", "forward+backward plain, with window, with reset"),
+    ):
         s = sub.add_parser(fn.__name__, parents=[common], help=what)
         s.add_argument("--config", default=config, help=f"default {config}")
         s.set_defaults(run=fn)

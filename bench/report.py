@@ -13,15 +13,21 @@ SCHEMA_VERSION = 2  # 2: modes inference / fwd / fwd+bwd; rooflines measured onc
 
 def header(meta: dict) -> str:
     where = meta.get("gpu") or meta["cpu"]
-    lines = [f"torch {meta['torch']} | rnnkernels {meta['rnnkernels']} | device {meta['device']} ({where}) | "
-             f"threads {meta['threads']} | tf32 {meta['tf32']}"]
+    lines = [
+        f"torch {meta['torch']} | rnnkernels {meta['rnnkernels']} | device {meta['device']} ({where}) | "
+        f"threads {meta['threads']} | tf32 {meta['tf32']}"
+    ]
     for dtype, rates in meta["gemm_rates_gflops"].items():
-        lines.append(f"GEMM roofline {dtype}: {meta['rooflines_gflops'][dtype]:.1f} GFLOP/s, the best of "
-                     + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
+        lines.append(
+            f"GEMM roofline {dtype}: {meta['rooflines_gflops'][dtype]:.1f} GFLOP/s, the best of "
+            + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+        )
     load, cores = meta.get("load_avg_1min"), meta.get("cpu_count")
     if load is not None and cores and load > 0.5 * cores:
-        lines.append(f"warning: load average {load:.1f} on {cores} CPUs before the run: other work shares this "
-                     "machine and timings will be noisy (fewer --threads helps)")
+        lines.append(
+            f"warning: load average {load:.1f} on {cores} CPUs before the run: other work shares this "
+            "machine and timings will be noisy (fewer --threads helps)"
+        )
     return "\n".join(lines)
 
 
@@ -44,9 +50,16 @@ def _fmt(v, spec, missing="n/a"):
 
 def _row(r: dict, first_of_mode: bool) -> list:
     vs = r["speedup_vs_nn_lstm"]
-    return [r["mode"] if first_of_mode else "", r["backend"], f"{r['median_ms']:.3f}", f"{r['spread']:.0%}",
-            _fmt(vs, ".2f", "-") + ("x" if vs else ""), f"{r['gflops']:.1f}", _fmt(r["roofline_fraction"], ".0%"),
-            _fmt(r["peak_mib"], ".1f")]
+    return [
+        r["mode"] if first_of_mode else "",
+        r["backend"],
+        f"{r['median_ms']:.3f}",
+        f"{r['spread']:.0%}",
+        _fmt(vs, ".2f", "-") + ("x" if vs else ""),
+        f"{r['gflops']:.1f}",
+        _fmt(r["roofline_fraction"], ".0%"),
+        _fmt(r["peak_mib"], ".1f"),
+    ]
 
 
 def config_table(cfg: Config, records: list, skipped: list) -> str:
@@ -56,12 +69,17 @@ def config_table(cfg: Config, records: list, skipped: list) -> str:
     if rows:
         widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
         for cells in [COLUMNS] + rows:
-            out.append("  " + " ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                                       for i, (c, w) in enumerate(zip(cells, widths))))
+            out.append(
+                "  " + " ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            )
         limit = TOLERANCE.get(cfg.dtype, DEFAULT_TOLERANCE)
         errors = {r["backend"]: r["max_rel_error"] for r in records}
-        out.append("  err: " + ", ".join(f"{n} {_fmt(e, '.1e')}" + ("!" if e is not None and e > limit else "")
-                                         for n, e in errors.items()))
+        out.append(
+            "  err: "
+            + ", ".join(
+                f"{n} {_fmt(e, '.1e')}" + ("!" if e is not None and e > limit else "") for n, e in errors.items()
+            )
+        )
     out += [f"  skipped {s['backend']}: {s['reason']}" for s in skipped]
     return "\n".join(out)
 
@@ -72,8 +90,9 @@ def write_json(path: str, meta: dict, records: list, skipped: list, notes: list)
         "meta": meta,
         # device, torch and threads are repeated on each record so that one
         # record read alone still says where it came from.
-        "records": [{**r, "device": meta["device"], "torch": meta["torch"], "threads": meta["threads"]}
-                    for r in records],
+        "records": [
+            {**r, "device": meta["device"], "torch": meta["torch"], "threads": meta["threads"]} for r in records
+        ],
         "skipped": skipped,
         "notes": notes,
     }

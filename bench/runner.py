@@ -17,8 +17,15 @@ DEFAULT_TOLERANCE = 2e-2  # half precision
 def make_inputs(cfg, device):
     """The shared weights (an nn.LSTM), input and reset mask of a config."""
     torch.manual_seed(0)
-    base = nn.LSTM(cfg.I, cfg.H, num_layers=cfg.layers, bidirectional=cfg.bidirectional, proj_size=cfg.proj,
-                   device=device, dtype=cfg.torch_dtype)
+    base = nn.LSTM(
+        cfg.I,
+        cfg.H,
+        num_layers=cfg.layers,
+        bidirectional=cfg.bidirectional,
+        proj_size=cfg.proj,
+        device=device,
+        dtype=cfg.torch_dtype,
+    )
     g = torch.Generator(device=device).manual_seed(1)
     x = torch.randn(cfg.T, cfg.B, cfg.I, generator=g, device=device, dtype=cfg.torch_dtype)
     reset = None
@@ -74,9 +81,11 @@ def mode_call(runner, x, reset, mode):
     call of a mode's round runs after its calls are made and before the next mode's."""
     runner.train(mode != "inference")
     if mode == "inference":
+
         def fn():
             with torch.no_grad():
                 runner(x, reset)
+
         return fn
     xg = x.detach().requires_grad_(True)
     wrt = [xg] + list(runner.params)
@@ -87,6 +96,7 @@ def mode_call(runner, x, reset, mode):
         out = runner(xg, reset)
         # autograd.grad, not backward(): nothing accumulates between repeats.
         torch.autograd.grad(out.sum(), wrt)
+
     return fn
 
 
@@ -122,21 +132,23 @@ def run_config(cfg, names, modes, device, repeats, warmup, rooflines, measure_me
             med, spread = timing.summarize(s)
             gflops = flops / (med * 1e-3) / 1e9
             peak = peaks.get(n)
-            records.append({
-                "config": cfg.as_dict(),
-                "backend": n,
-                "mode": mode,
-                "median_ms": med,
-                "spread": spread,
-                "min_ms": min(s),  # less load-sensitive than the median on a shared machine
-                "samples_ms": s,
-                "speedup_vs_nn_lstm": base_ms / med if base_ms else None,
-                "gflop": flops / 1e9,
-                "gflops": gflops,
-                "roofline_gflops": roof,
-                "roofline_fraction": gflops / roof if roof else None,
-                "peak_mib": peak / 2**20 if peak is not None else None,
-                "max_rel_error": errors.get(n),
-                "backend_note": runners[n].note,
-            })
+            records.append(
+                {
+                    "config": cfg.as_dict(),
+                    "backend": n,
+                    "mode": mode,
+                    "median_ms": med,
+                    "spread": spread,
+                    "min_ms": min(s),  # less load-sensitive than the median on a shared machine
+                    "samples_ms": s,
+                    "speedup_vs_nn_lstm": base_ms / med if base_ms else None,
+                    "gflop": flops / 1e9,
+                    "gflops": gflops,
+                    "roofline_gflops": roof,
+                    "roofline_fraction": gflops / roof if roof else None,
+                    "peak_mib": peak / 2**20 if peak is not None else None,
+                    "max_rel_error": errors.get(n),
+                    "backend_note": runners[n].note,
+                }
+            )
     return records, skipped, notes

@@ -197,18 +197,20 @@ GroupWeights group_weights(const LstmArgs& a, const StackDims& d, int64_t layer,
 std::vector<SavedLayer> saved_layers(const LstmArgs& a, const StackDims& d,
                                      const std::vector<at::Tensor>& saved) {
   const bool masks = a.dropout_active();
-  const size_t expected = 2 * d.L + (d.L - 1) * (masks ? 2 : 1);
+  const size_t expected = (d.D + 1) * d.L + (d.L - 1) * (masks ? 2 : 1);
   TORCH_CHECK(saved.size() == expected, "rnnkernels.lstm: backward needs the ", expected,
               " tensors a forward with need_backward=True saves, got ", saved.size());
   std::vector<SavedLayer> out(d.L);
   size_t k = 0;
   for (const auto layer : c10::irange(d.L)) {
     SavedLayer& s = out[layer];
-    s.gates = saved[k++];
+    for (int64_t dir = 0; dir < d.D; ++dir) {
+      s.gates.push_back(saved[k++]);
+      check_shape(s.gates.back(), {d.rows, 4 * d.H}, "saved gates");
+      check_like(a.input, s.gates.back(), "saved gates");
+    }
     s.cells = saved[k++];
-    check_shape(s.gates, {d.D, d.rows, 4 * d.H}, "saved gates");
     check_shape(s.cells, {d.D, d.rows, d.H}, "saved cells");
-    check_like(a.input, s.gates, "saved gates");
     check_cell_like(a.input, s.cells, "saved cells");
     if (layer + 1 < d.L) {
       s.out = saved[k++];

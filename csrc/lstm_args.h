@@ -81,13 +81,13 @@ inline at::ScalarType acc_type(at::ScalarType t) {
   return t == at::kHalf || t == at::kBFloat16 ? at::kFloat : t;
 }
 
-// What a forward that saves for backward returns in `saved`, per layer:
-// the activated gates (D, rows, 4H) and cell states (D, rows, H, in
-// acc_type), and below
-// the last layer its output (rows, D*P) and, with dropout, the mask applied
-// to it (the same shape, 0 or 1/(1-p)).
+// What a forward that saves for backward returns in `saved`, per layer: the
+// activated gates of each direction (rows, 4H), the cell states (D, rows, H,
+// in acc_type), and below the last layer its output (rows, D*P) and, with
+// dropout, the mask applied to it (the same shape, 0 or 1/(1-p)).
 struct SavedLayer {
-  at::Tensor gates, cells, out, mask;
+  std::vector<at::Tensor> gates;
+  at::Tensor cells, out, mask;
 };
 std::vector<SavedLayer> saved_layers(const LstmArgs& a, const StackDims& d,
                                      const std::vector<at::Tensor>& saved);

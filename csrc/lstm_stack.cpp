@@ -1,6 +1,7 @@
 #include "lstm_stack.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/irange.h>
 
@@ -26,12 +27,36 @@ at::Tensor state_or_zeros(const std::optional<at::Tensor>& t, at::IntArrayRef sh
   return c.is_same(*t) ? c.clone() : c;
 }
 
-// x @ w_ih^T + b_ih + b_hh into G.
-void input_projection(at::Tensor& G, const at::Tensor& x, const GroupWeights& w) {
-  if (!w.b_ih.defined()) {
-    at::mm_out(G, x, w.w_ih.t());
+// x @ w^T + b (b may be undefined) through oneDNN's matmul, where ATen has
+// it on this device: on AMD CPUs MKL's sgemm runs AVX2 code at well under
+// half of oneDNN's rate (bench's roofline shows both). Undefined where not.
+at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  if (!op || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return at::Tensor();
+  torch::jit::Stack s;
+  torch::jit::push(s, x.contiguous(), w.contiguous(),
+                   b.defined() ? std::make_optional(b) : std::optional<at::Tensor>(), "none",
+                   c10::List<std::optional<at::Scalar>>(), std::optional<c10::string_view>());
+  op->callBoxed(s);
+  return s[0].toTensor();
+}
+
+// x @ w_ih^T + b_ih + b_hh, (rows, 4H).
+at::Tensor input_projection(const at::Tensor& x, const GroupWeights& w) {
+  const at::Tensor b = w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor();
+  at::Tensor G = onednn_linear(x, w.w_ih, b);
+  if (G.defined()) return G;
+  return b.defined() ? at::addmm(b, x, w.w_ih.t()) : at::mm(x, w.w_ih.t());
+}
+
+// dx += dG @ w_ih (dx undefined: dx = ...).
+void add_input_grad(at::Tensor& dx, const at::Tensor& dG, const at::Tensor& w_ih) {
+  at::Tensor part = onednn_linear(dG, w_ih.t(), at::Tensor());
+  if (!part.defined()) part = at::mm(dG, w_ih);
+  if (dx.defined()) {
+    dx.add_(part);
   } else {
-    at::addmm_out(G, w.b_ih + w.b_hh, x, w.w_ih.t());
+    dx = part;
   }
 }
 
@@ -57,16 +82,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
   std::vector<at::Tensor> saved;
   at::Tensor x = a.input.reshape({d.rows, d.I});
   at::Tensor output;
-  // Inference keeps nothing, so one projection buffer serves every group.
-  at::Tensor G_reused = save ? at::Tensor() : at::empty({1, d.rows, 4 * d.H}, opts);
   for (const auto layer : c10::irange(d.L)) {
     at::Tensor out = at::empty({d.rows, d.D * d.P}, opts);
-    at::Tensor G = save ? at::empty({d.D, d.rows, 4 * d.H}, opts) : G_reused;
     at::Tensor cells = save ? at::empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
+    std::vector<at::Tensor> gates;
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
-      at::Tensor G_dir = G[save ? dir : 0];
-      input_projection(G_dir, x, w);
+      // The gate pass turns the pre-activations into the gates in place.
+      at::Tensor G_dir = input_projection(x, w);
       const int64_t g = layer * d.D + dir;
       const LayerForward f{&steps,
                            dir == 1,
@@ -80,9 +103,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
                            out.narrow(1, dir * d.P, d.P),
                            save ? cells[dir] : at::Tensor()};
       if (d.rows > 0) kernels.forward(f);
+      if (save) gates.push_back(G_dir);
     }
     if (save) {
-      saved.push_back(G);
+      saved.insert(saved.end(), gates.begin(), gates.end());
       saved.push_back(cells);
     }
     if (layer + 1 == d.L) {
@@ -132,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     const SavedLayer& s = layers[layer];
     const at::Tensor y =
         (layer + 1 == d.L ? output.reshape({d.rows, d.D * d.P}) : s.out).contiguous();
-    const at::Tensor gates = s.gates.contiguous(), cells = s.cells.contiguous();
+    const at::Tensor cells = s.cells.contiguous();
     at::Tensor x;
     if (layer == 0) {
       x = a.input.reshape({d.rows, d.I});
@@ -141,7 +165,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
       x = below.mask.defined() ? below.out * below.mask : below.out;
     }
     const bool need_dx = layer > 0 || need_input_grad;
-    at::Tensor dx = need_dx ? at::empty({d.rows, d.layer_input(layer)}, opts) : at::Tensor();
+    at::Tensor dx;
     at::Tensor dG = at::empty({d.D, d.rows, 4 * d.H}, opts);
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
@@ -153,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
                             dir == 1,
                             a.window,
                             reset_ptr,
-                            gates[dir],
+                            s.gates[dir].contiguous(),
                             cells[dir],
                             y.narrow(1, dir * d.P, d.P),
                             h0[g],
@@ -185,13 +209,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
       if (d.proj)
         dp[a.has_biases ? 4 : 2] =
             d.rows > 0 ? at::mm(dh_all.t(), r_all) : at::zeros({d.P, d.H}, opts);
-      if (need_dx) {
-        if (dir == 0) {
-          at::mm_out(dx, dG_dir, w.w_ih);
-        } else {
-          dx.addmm_(dG_dir, w.w_ih);
-        }
-      }
+      if (need_dx) add_input_grad(dx, dG_dir, w.w_ih);
     }
     if (layer > 0) {
       const at::Tensor& mask = layers[layer - 1].mask;

@@ -2,8 +2,8 @@
 
 from . import ops, reference
 from ._extension import backend_info
-from .convert import to_nn_lstm
-from .modules import LSTM, replace_lstm
+from .convert import replace_lstm, to_nn_lstm
+from .modules import LSTM
 from .tbptt import TBPTT, Window, batchify, bptt_batches, detach_state, resize_state
 
 __all__ = [

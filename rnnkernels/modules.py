@@ -187,37 +187,3 @@ def _autocast_dtype(x):
     if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
         return None
     return torch.get_autocast_dtype(device)
-
-
-def replace_lstm(model: nn.Module, **kwargs) -> nn.Module:
-    """Swap every torch.nn.LSTM inside `model` for rnnkernels.LSTM with the same
-    configuration, weights, device, dtype and training mode. Extra keyword
-    arguments (backend, window) go to the new modules. Returns `model`."""
-    if isinstance(model, nn.LSTM):
-        return _converted(model, **kwargs)
-    for name, child in model.named_children():
-        if isinstance(child, nn.LSTM) and not isinstance(child, LSTM):
-            setattr(model, name, _converted(child, **kwargs))
-        else:
-            replace_lstm(child, **kwargs)
-    return model
-
-
-def _converted(old: nn.LSTM, **kwargs) -> LSTM:
-    ref = old.weight_ih_l0
-    new = LSTM(
-        old.input_size,
-        old.hidden_size,
-        num_layers=old.num_layers,
-        bias=old.bias,
-        batch_first=old.batch_first,
-        dropout=old.dropout,
-        bidirectional=old.bidirectional,
-        proj_size=old.proj_size,
-        device=ref.device,
-        dtype=ref.dtype,
-        **kwargs,
-    )
-    new.load_state_dict(old.state_dict())
-    new.train(old.training)
-    return new

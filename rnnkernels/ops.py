@@ -17,16 +17,10 @@ import torch
 
 from . import _extension, reference
 
-_DTYPE_NAMES = {
-    torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16",
-    torch.int64: "Long", torch.int32: "Int", torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
-    torch.bool: "Bool", torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
-}  # fmt: skip
-
 
 def _name(dtype):
-    """c10's name of a dtype, as the C++ checks print it."""
-    return _DTYPE_NAMES.get(dtype, str(dtype))
+    """c10's name of a dtype ("Float", "BFloat16"), as the C++ checks print it."""
+    return torch.empty(0, dtype=dtype).type().removeprefix("torch.").removesuffix("Tensor")
 
 
 def bind(op, args, kwargs):
@@ -164,7 +158,7 @@ def saved_layout(a, d):
         dtype = acc_dtype(dtype)  # the CPU runs the half types on its float32 kernels
     layout = []
     for layer in range(d.L):
-        layout += [((d.D, d.rows, 4 * d.H), dtype), ((d.D, d.rows, d.H), acc_dtype(dtype))]
+        layout += [((d.rows, 4 * d.H), dtype)] * d.D + [((d.D, d.rows, d.H), acc_dtype(dtype))]
         if layer + 1 < d.L:
             layout += [((d.rows, d.D * d.P), dtype)] * (2 if dropout_active(a) else 1)
     return layout
@@ -180,8 +174,8 @@ def _dropout_masks(a, d, saved):
     """The masks in `saved`, one per layer below the last, or None."""
     if not dropout_active(a):
         return None
-    per_layer = 4  # gates, cells, out, mask
-    return [saved[layer * per_layer + 3] for layer in range(d.L - 1)]
+    per_layer = d.D + 3  # gates of each direction, cells, out, mask
+    return [saved[layer * per_layer + d.D + 2] for layer in range(d.L - 1)]
 
 
 _BACKWARD_TENSORS = ("grad_output", "grad_hy", "grad_cy", "input", "hx", "cx")

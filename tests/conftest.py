@@ -1,3 +1,6 @@
+import hashlib
+import os
+import tempfile
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -8,6 +11,17 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkernels
+
+# Inductor's on-disk cache does not see a custom op's fake kernel change: a
+# graph compiled against an older build could be replayed. One cache per
+# build of the extension and its Python face.
+_build = hashlib.sha256()
+for _path in (rnnkernels.ops.__file__, getattr(rnnkernels._extension._C, "__file__", None)):
+    if _path:
+        _build.update(f"{_path}:{os.stat(_path).st_mtime_ns}".encode())
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"rnnkernels-inductor-{_build.hexdigest()[:16]}")
+)
 
 # "ci" keeps property tests to a budget that runs in CI; "long" is for local runs.
 settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)

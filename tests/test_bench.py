@@ -71,8 +71,20 @@ def test_parse_args_defaults_and_choices():
     args = bench_main.parse_args(["--preset", "grid", "--device", "cpu"])
     assert args.backends == ["rnnkernels", "nn.LSTM"] and args.repeats == 3 and args.warmup == 1
     assert args.modes == list(configs.MODES) and args.tf32 == "off" and args.left_out
-    args = bench_main.parse_args(["--config", "5,2,3,4", "--config", "5,2,3,4,1,bf16", "--modes", "fwd,inference",
-                                  "--tf32", "on", "--device", "cpu"])
+    args = bench_main.parse_args(
+        [
+            "--config",
+            "5,2,3,4",
+            "--config",
+            "5,2,3,4,1,bf16",
+            "--modes",
+            "fwd,inference",
+            "--tf32",
+            "on",
+            "--device",
+            "cpu",
+        ]
+    )
     assert [c.name for c in args.configs] == ["custom-1", "custom-2"] and args.backends == list(backends.NAMES)
     assert args.modes == ["fwd", "inference"] and args.tf32 == "on" and not args.left_out
     for bad in (["--modes", "bwd"], ["--backends", "nope"], ["--tf32", "maybe"]):
@@ -158,8 +170,24 @@ def test_float32_peer_on_bfloat16():
     assert runner.max_rel_error(got, ref) < runner.DEFAULT_TOLERANCE
 
 
-RECORD_KEYS = {"config", "backend", "mode", "median_ms", "spread", "gflops", "roofline_fraction", "device", "torch",
-               "threads", "speedup_vs_nn_lstm", "peak_mib", "max_rel_error", "samples_ms", "min_ms", "roofline_gflops"}
+RECORD_KEYS = {
+    "config",
+    "backend",
+    "mode",
+    "median_ms",
+    "spread",
+    "gflops",
+    "roofline_fraction",
+    "device",
+    "torch",
+    "threads",
+    "speedup_vs_nn_lstm",
+    "peak_mib",
+    "max_rel_error",
+    "samples_ms",
+    "min_ms",
+    "roofline_gflops",
+}
 
 
 def test_run_end_to_end(tmp_path, capsys):
@@ -171,9 +199,28 @@ def test_run_end_to_end(tmp_path, capsys):
     # One thread: a shared, busy CI machine stalls multi-threaded runs badly.
     # (--threads sets it for the process; num_threads puts it back.)
     with num_threads(1):
-        rc = bench_main.main(["--config", "6,2,3,4", "--config", "5,2,3,4,1,bf16", "--device", "cpu",
-                              "--backends", ",".join(names), "--repeats", "1", "--warmup", "0", "--threads", "1",
-                              "--json", str(out_json), "--plot", str(out_png)])
+        rc = bench_main.main(
+            [
+                "--config",
+                "6,2,3,4",
+                "--config",
+                "5,2,3,4,1,bf16",
+                "--device",
+                "cpu",
+                "--backends",
+                ",".join(names),
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+                "--json",
+                str(out_json),
+                "--plot",
+                str(out_png),
+            ]
+        )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "GEMM roofline float32" in printed and "GEMM roofline bfloat16" in printed and "tf32 off" in printed

@@ -128,10 +128,7 @@ def test_deepcopy_is_an_independent_model():
     assert all(p.grad is None for p in model.parameters())
 
 
-CONFIGS = [
-    dict(),
-    dict(num_layers=3, bidirectional=True, proj_size=2, batch_first=True, bias=False, dropout=0.25),
-]
+CONFIGS = [dict(), dict(num_layers=3, bidirectional=True, proj_size=2, batch_first=True, bias=False, dropout=0.25)]
 OPTIONS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
 
 

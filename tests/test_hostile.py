@@ -438,12 +438,12 @@ BACKWARD_CASES = [
     (lambda b: dict(grad_cy=z(4, 2, 5)), "grad_cy must have shape [4, 2, 4]"),
     (lambda b: dict(output=b["output"][:, :1]), "output must have shape [5, 2, 8]"),
     (lambda b: dict(output=b["output"].double()), "output has dtype Double"),
-    (lambda b: dict(saved=[]), "backward needs the 5 tensors a forward with need_backward=True saves, got 0"),
-    (lambda b: dict(saved=b["saved"][:4]), "backward needs the 5 tensors"),
-    (_replace_saved(0, lambda t: t[:, :4]), "saved gates must have shape [2, 10, 16]"),
-    (_replace_saved(0, lambda t: t.double()), "saved gates has dtype Double"),
-    (_replace_saved(1, lambda t: t[..., :3]), "saved cells must have shape [2, 10, 4]"),
-    (_replace_saved(2, lambda t: t.reshape(5, 16)), "saved layer output must have shape [10, 8]"),
+    (lambda b: dict(saved=[]), "backward needs the 7 tensors a forward with need_backward=True saves, got 0"),
+    (lambda b: dict(saved=b["saved"][:4]), "backward needs the 7 tensors"),
+    (_replace_saved(0, lambda t: t[:, :4]), "saved gates must have shape [10, 16]"),
+    (_replace_saved(1, lambda t: t.double()), "saved gates has dtype Double"),
+    (_replace_saved(2, lambda t: t[..., :3]), "saved cells must have shape [2, 10, 4]"),
+    (_replace_saved(3, lambda t: t.reshape(5, 16)), "saved layer output must have shape [10, 8]"),
     (lambda b: dict(hx=z(4, 3, 4)), "hx must have shape [4, 2, 4]"),
     (lambda b: dict(reset=z(4, 2, dtype=torch.bool)), "reset must have shape [5, 2]"),
     (lambda b: dict(reset=z(5, 2)), "reset must be a bool tensor"),
@@ -539,7 +539,7 @@ def test_huge_backward_raises_runtime_error():
     b = saved_forward()
     T = HUGE
     b.update(input=huge(T, 2, 3), output=huge(T, 2, 4), grad_output=huge(T, 2, 4),
-             saved=[huge(1, 2 * T, 16), huge(1, 2 * T, 4)])  # fmt: skip
+             saved=[huge(2 * T, 16), huge(1, 2 * T, 4)])  # fmt: skip
     with pytest.raises(RuntimeError, match="alloc|overflow|memory"):
         torch.ops.rnnkernels.lstm_backward(*b.values())
 

@@ -50,8 +50,7 @@ def test_feature_grid_float64(layers, bidirectional, proj, batch_first, bias, wi
 
 
 @pytest.mark.parametrize(
-    "T,B,I,H",
-    [(1, 1, 1, 1), (1, 4, 3, 5), (7, 1, 3, 5), (13, 5, 11, 17), (3, 33, 2, 9), (35, 4, 20, 20)],
+    "T,B,I,H", [(1, 1, 1, 1), (1, 4, 3, 5), (7, 1, 3, 5), (13, 5, 11, 17), (3, 33, 2, 9), (35, 4, 20, 20)]
 )
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_sizes(T, B, I, H, dtype):

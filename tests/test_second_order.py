@@ -10,6 +10,7 @@ the gradgradcheck of every nn.LSTM sample in its module database, and the
 gradient-penalty check of test_LSTM_differentiable_backward_using_oneDNN.
 """
 
+import itertools
 from contextlib import nullcontext
 
 import pytest
@@ -191,26 +192,32 @@ def test_LSTM_grad_and_gradgrad(bias):  # noqa: N802 - PyTorch's name
 
 
 def _module_db_samples():
-    try:
-        from torch.testing._internal.common_modules import module_db
-    except Exception:  # noqa: BLE001 - only the private test module's absence matters
-        return []
-    (info,) = [i for i in module_db if i.module_cls is nn.LSTM]
-    return list(info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=True, training=True))
+    """The nn.LSTM samples of PyTorch's module database
+    (common_modules.module_inputs_torch_nn_LSTM), written out: importing that
+    module would freeze torch.backends' flags for the whole test session."""
+    samples = []
+    flags = itertools.product((False, True), (False, True), (False, True), (0, 2))
+    for bias, batch_first, bidirectional, proj in flags:
+        ctor = dict(input_size=2, hidden_size=3, num_layers=2, proj_size=proj, batch_first=batch_first, bias=bias)
+        ctor["bidirectional"] = bidirectional
+        D, P = 2 if bidirectional else 1, proj or 3
+        samples.append((ctor, (2, 2), None))
+        samples.append((ctor, (3, 2), ((2 * D, P), (2 * D, 3))))
+    return samples
 
 
 SAMPLES = _module_db_samples()
 
 
-@pytest.mark.skipif(not SAMPLES, reason="torch.testing._internal.common_modules is not available")
 @pytest.mark.parametrize("k", range(len(SAMPLES)))
 def test_gradgrad_nn_LSTM_module_db_samples(k):  # noqa: N802 - PyTorch's name
-    sample = SAMPLES[k]
+    ctor, x_shape, hx_shapes = SAMPLES[k]
     torch.manual_seed(k)
-    m = rnnkernels.LSTM(*sample.constructor_input.args, **sample.constructor_input.kwargs).to(torch.float64)
+    m = rnnkernels.LSTM(**ctor).to(torch.float64)
     names = [n for n, _ in m.named_parameters()]
-    x, *rest = sample.forward_input.args
-    hx = rest[0] if rest else None
+    make = lambda s: torch.randn(s, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    x = make(x_shape)
+    hx = tuple(make(s) for s in hx_shapes) if hx_shapes else None
     leaves = [x, *(hx or ()), *[p.detach().requires_grad_() for p in m.parameters()]]
     n_state = len(hx or ())
 

@@ -14,4 +14,13 @@ inline bool cpu_has_avx2_fma() {
 #endif
 }
 
+inline bool cpu_has_avx512f() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+#else
+  return false;
+#endif
+}
+
 }  // namespace rnnkernels

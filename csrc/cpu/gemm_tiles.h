@@ -45,4 +45,11 @@ constexpr int panels_per_tile(int rows) {
   return rows >= 4 ? 1 : rows == 3 ? 2 : rows == 2 ? 3 : 4;
 }
 
+// The AVX-512 tiles (gemm_tiles_avx512.cpp), over the same panels, or null
+// without AVX-512F; a panel row is one register there, so a tile has up to
+// 24 accumulators.
+TileFn<float> avx512_tile_f32(int rows, int np);
+TileFn<double> avx512_tile_f64(int rows, int np);
+constexpr int avx512_panels_per_tile(int rows) { return rows <= 1 ? 8 : rows <= 3 ? 6 : 4; }
+
 }  // namespace rnnkernels

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "gemm_tiles.h"
 
@@ -22,15 +23,20 @@ constexpr int64_t kDepthBlock = 2048;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The widest tiles this CPU runs: AVX-512 unless RNNKERNELS_CPU_GEMM=avx2
+// asks for AVX2 (to compare), then AVX2.
 template <typename T>
-TileFn<T> avx2_tile(int rows, int np);
-template <>
-TileFn<float> avx2_tile<float>(int rows, int np) {
-  return avx2_tile_f32(rows, np);
+TileFn<T> cpu_tile(bool wide, int rows, int np) {
+  if constexpr (std::is_same_v<T, float>) {
+    return wide ? avx512_tile_f32(rows, np) : avx2_tile_f32(rows, np);
+  } else {
+    return wide ? avx512_tile_f64(rows, np) : avx2_tile_f64(rows, np);
+  }
 }
-template <>
-TileFn<double> avx2_tile<double>(int rows, int np) {
-  return avx2_tile_f64(rows, np);
+
+bool wide_tiles() {
+  const char* env = std::getenv("RNNKERNELS_CPU_GEMM");
+  return avx512_tile_f32(1, 1) != nullptr && (env == nullptr || std::strcmp(env, "avx2") != 0);
 }
 
 // The tiles of one depth block: panels in the outer loop, so each panel's
@@ -39,11 +45,14 @@ TileFn<double> avx2_tile<double>(int rows, int np) {
 // full-width scratch tile.
 template <typename T>
 struct TileTable {
-  TileFn<T> fn[kMaxTileRows + 1][2];  // [rows][np == 1 ? 0 : 1]
+  static constexpr int kMaxPanels = 8;
+  TileFn<T> fn[kMaxTileRows + 1][kMaxPanels + 1];  // [rows][panels], null where none
+  int np[kMaxTileRows + 1];                        // panels of a tile of `rows` rows
   TileTable() {
+    const bool wide = wide_tiles();
     for (int r = 1; r <= kMaxTileRows; ++r) {
-      fn[r][0] = avx2_tile<T>(r, 1);
-      fn[r][1] = avx2_tile<T>(r, panels_per_tile(r));
+      np[r] = wide ? avx512_panels_per_tile(r) : panels_per_tile(r);
+      for (int p = 1; p <= kMaxPanels; ++p) fn[r][p] = cpu_tile<T>(wide, r, p);
     }
   }
   static const TileTable& get() {
@@ -65,7 +74,7 @@ struct BlockRunner {
     constexpr int64_t NR = kPanelWidth<T>;
     const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
-    const int np = panels_per_tile(static_cast<int>(ceil_div(rows, blocks)));
+    const int np = tiles.np[ceil_div(rows, blocks)];
     for (int64_t p = p0; p < p1;) {
       const int n_here = (np > 1 && p + np <= std::min(p1, full)) ? np : 1;
       for (int64_t i = 0; i < blocks; ++i) {
@@ -73,7 +82,7 @@ struct BlockRunner {
         const int r = static_cast<int>(r1 - r0);
         Tile<T> t{kc,     a + r0 * lda,          lda, panels + (p * K + k0) * NR,
                   K * NR, c + r0 * ldc + p * NR, ldc, accumulate};
-        TileFn<T> f = tiles.fn[r][n_here == 1 ? 0 : 1];
+        TileFn<T> f = tiles.fn[r][n_here];
         if (p < full) {
           f(t);
         } else {

@@ -54,6 +54,9 @@ struct LayerBackward {
 struct LayerKernels {
   void (*forward)(const LayerForward&);
   void (*backward)(const LayerBackward&);
+  // a^T @ b over all steps (the weight gradients): the backend's best GEMM
+  // for a tall a and b that share their long dimension.
+  at::Tensor (*weight_grad)(const at::Tensor& a, const at::Tensor& b);
 };
 
 // The boxed bodies of lstm_forward and lstm_backward on one backend's

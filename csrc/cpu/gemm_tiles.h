@@ -15,9 +15,11 @@ constexpr int64_t kPanelWidth = 2 * 32 / static_cast<int64_t>(sizeof(T));
 // Largest number of rows of A one tile covers.
 constexpr int kMaxTileRows = 6;
 
-// c[m][n] = init + sum_k a[m * lda + k] * panel(k, n) for m < rows and n in
-// the np panels starting at b, panel p at b + p * panel_stride, k-major with
-// kPanelWidth<T> columns per k. init is c itself when accumulate, else zero.
+// c[m][n] = init + sum_k a[m * lda + k * a_step] * panel(k, n) for m < rows
+// and n in the np panels starting at b, panel p at b + p * panel_stride,
+// k-major with kPanelWidth<T> columns per k. init is c itself when
+// accumulate, else zero. a_step is 1 for rows of a, lda's partner for a
+// transposed a.
 template <typename T>
 struct Tile {
   int64_t K;
@@ -28,6 +30,7 @@ struct Tile {
   T* c;
   int64_t ldc;
   bool accumulate;
+  int64_t a_step = 1;
 };
 
 template <typename T>

@@ -60,7 +60,7 @@ void tile(const Tile<T>& t) {
   }
   const T* b = t.b;
   const T* a = t.a;
-  for (int64_t k = 0; k < t.K; ++k, b += 2 * W, ++a) {
+  for (int64_t k = 0; k < t.K; ++k, b += 2 * W, a += t.a_step) {
     V bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) bv[v] = A::load(b + (v / 2) * t.panel_stride + (v % 2) * W);

@@ -58,7 +58,7 @@ void tile(const Tile<T>& t) {
   }
   const T* b = t.b;
   const T* a = t.a;
-  for (int64_t k = 0; k < t.K; ++k, b += NR, ++a) {
+  for (int64_t k = 0; k < t.K; ++k, b += NR, a += t.a_step) {
     V bv[NP];
 #pragma GCC unroll 8
     for (int v = 0; v < NP; ++v) bv[v] = A::load(b + v * t.panel_stride);

@@ -67,10 +67,11 @@ struct BlockRunner {
   int64_t K, N;
   const TileTable<T>& tiles = TileTable<T>::get();
 
-  // Rows [0, rows) of a (row stride lda, depth kc starting at k0) against
-  // panels [p0, p1), into c (rows, ldc) whose column 0 is panel 0's.
-  void run(int64_t rows, const T* a, int64_t lda, int64_t k0, int64_t kc, int64_t p0, int64_t p1,
-           T* c, int64_t ldc, bool accumulate) const {
+  // Rows [0, rows) of a (row stride lda, depth kc starting at k0, a_step
+  // between depths) against panels [p0, p1), into c (rows, ldc) whose column
+  // 0 is panel 0's.
+  void run(int64_t rows, const T* a, int64_t lda, int64_t a_step, int64_t k0, int64_t kc,
+           int64_t p0, int64_t p1, T* c, int64_t ldc, bool accumulate) const {
     constexpr int64_t NR = kPanelWidth<T>;
     const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
@@ -80,8 +81,9 @@ struct BlockRunner {
       for (int64_t i = 0; i < blocks; ++i) {
         const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
         const int r = static_cast<int>(r1 - r0);
-        Tile<T> t{kc,     a + r0 * lda,          lda, panels + (p * K + k0) * NR,
-                  K * NR, c + r0 * ldc + p * NR, ldc, accumulate};
+        const Tile<T> t{kc,     a + r0 * lda,          lda, panels + (p * K + k0) * NR,
+                        K * NR, c + r0 * ldc + p * NR, ldc, accumulate,
+                        a_step};
         TileFn<T> f = tiles.fn[r][n_here];
         if (p < full) {
           f(t);
@@ -159,7 +161,7 @@ PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_
 
 template <typename T>
 void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
-                                     int64_t p0, int64_t p1) const {
+                                     int64_t p0, int64_t p1, int64_t a_step) const {
   p1 = std::min(p1, count_);
   if (M <= 0 || p0 >= p1) return;
   if (K_ == 0) {
@@ -170,7 +172,7 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, i
   const BlockRunner<T> runner{data_, K_, N_};
   for (int64_t k0 = 0; k0 < K_; k0 += kDepthBlock) {
     const int64_t kc = std::min(kDepthBlock, K_ - k0);
-    runner.run(M, a + k0, lda, k0, kc, p0, p1, c, ldc, /*accumulate=*/k0 > 0);
+    runner.run(M, a + k0 * a_step, lda, a_step, k0, kc, p0, p1, c, ldc, /*accumulate=*/k0 > 0);
   }
 }
 
@@ -205,6 +207,26 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
 
 template class StepMatrix<float>;
 template class StepMatrix<double>;
+
+at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b) {
+  if (!panel_gemm_enabled(a.scalar_type()) || a.scalar_type() != b.scalar_type() ||
+      !a.device().is_cpu())
+    return at::mm(a.t(), b);
+  const at::Tensor ac = a.contiguous();
+  const int64_t K = a.size(0), M = a.size(1), N = b.size(1);
+  at::Tensor out = at::empty({M, N}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnkernels_gemm_tn", [&] {
+    const PanelMatrix<scalar_t> panels(b.const_data_ptr<scalar_t>(), K, N, b.stride(0),
+                                       b.stride(1));
+    constexpr int64_t NR = kPanelWidth<scalar_t>;
+    at::parallel_for(0, ceil_div(N, NR), 1, [&](int64_t p0, int64_t p1) {
+      // Column m of a is row m of a^T: unit stride between rows, M between depths.
+      panels.multiply_panels(M, ac.const_data_ptr<scalar_t>(), 1, out.mutable_data_ptr<scalar_t>(),
+                             N, p0, p1, /*a_step=*/M);
+    });
+  });
+  return out;
+}
 
 at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b, int64_t repeats) {
   TORCH_CHECK(repeats >= 1, "step_matmul: repeats must be positive, got ", repeats);

@@ -28,9 +28,10 @@ class PanelMatrix {
   PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn);
 
   // Columns [p0, p1) * panel width (clipped to N) of c = a @ B on the calling
-  // thread, for a (M, K) and c (M, N) with contiguous rows of stride lda, ldc.
+  // thread, for c (M, N) of row stride ldc and a (M, K) with a(m, k) at
+  // a[m * lda + k * a_step].
   void multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t p0,
-                       int64_t p1) const;
+                       int64_t p1, int64_t a_step = 1) const;
 
  private:
   at::Tensor panels_;
@@ -61,6 +62,11 @@ class StepMatrix {
   at::Tensor b_;
   std::optional<PanelMatrix<T>> packed_;
 };
+
+// a^T @ b for a (K, M) and b (K, N): the weight gradients over all steps
+// (dG^T @ x), with b packed into panels and a read in place. Falls back to
+// at::mm where the panels do not run.
+at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b);
 
 // a @ b for 2-D CPU tensors through StepMatrix, its panels split between
 // threads as the time loops split them: what tests and benchmarks call.

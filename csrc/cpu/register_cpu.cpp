@@ -6,11 +6,12 @@
 #include <torch/library.h>
 
 #include "lstm_cpu.h"
+#include "panel_gemm.h"
 
 namespace rnnkernels {
 namespace {
 
-constexpr LayerKernels kCpuKernels{&forward_layer_cpu, &backward_layer_cpu};
+constexpr LayerKernels kCpuKernels{&forward_layer_cpu, &backward_layer_cpu, &gemm_tn};
 
 bool narrow_float(const c10::IValue& v) {
   if (!v.isTensor()) return false;

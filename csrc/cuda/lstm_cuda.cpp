@@ -245,7 +245,9 @@ void backward_layer_cuda(const LayerBackward& b) {
   if (!persistent_backward(b, dt, stream)) backward_steps(b, dt, stream);
 }
 
-constexpr LayerKernels kCudaKernels{&forward_layer_cuda, &backward_layer_cuda};
+at::Tensor weight_grad_cuda(const at::Tensor& a, const at::Tensor& b) { return at::mm(a.t(), b); }
+
+constexpr LayerKernels kCudaKernels{&forward_layer_cuda, &backward_layer_cuda, &weight_grad_cuda};
 
 void forward_cuda(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   run_forward(stack, kCudaKernels);

@@ -1,7 +1,6 @@
 #include "lstm_stack.h"
 
 #include <ATen/core/LegacyTypeDispatch.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/irange.h>
 
@@ -27,32 +26,10 @@ at::Tensor state_or_zeros(const std::optional<at::Tensor>& t, at::IntArrayRef sh
   return c.is_same(*t) ? c.clone() : c;
 }
 
-// x @ w^T + b (b may be undefined) through oneDNN's matmul, where ATen has
-// it on this device: on AMD CPUs MKL's sgemm runs AVX2 code at well under
-// half of oneDNN's rate (bench's roofline shows both). Undefined where not.
-at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
-  if (!op || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return at::Tensor();
-  torch::jit::Stack s;
-  torch::jit::push(s, x.contiguous(), w.contiguous(),
-                   b.defined() ? std::make_optional(b) : std::optional<at::Tensor>(), "none",
-                   c10::List<std::optional<at::Scalar>>(), std::optional<c10::string_view>());
-  op->callBoxed(s);
-  return s[0].toTensor();
-}
-
-// x @ w_ih^T + b_ih + b_hh, (rows, 4H).
-at::Tensor input_projection(const at::Tensor& x, const GroupWeights& w) {
-  const at::Tensor b = w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor();
-  at::Tensor G = onednn_linear(x, w.w_ih, b);
-  if (G.defined()) return G;
-  return b.defined() ? at::addmm(b, x, w.w_ih.t()) : at::mm(x, w.w_ih.t());
-}
-
-// dx += dG @ w_ih (dx undefined: dx = ...).
-void add_input_grad(at::Tensor& dx, const at::Tensor& dG, const at::Tensor& w_ih) {
-  at::Tensor part = onednn_linear(dG, w_ih.t(), at::Tensor());
-  if (!part.defined()) part = at::mm(dG, w_ih);
+// dx += dG @ w_ih (dx undefined: dx = dG @ w_ih).
+void add_input_grad(at::Tensor& dx, const at::Tensor& dG, const at::Tensor& w_ih,
+                    const LayerKernels& k) {
+  at::Tensor part = k.linear(dG, w_ih.t(), at::Tensor());
   if (dx.defined()) {
     dx.add_(part);
   } else {
@@ -83,13 +60,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
   at::Tensor x = a.input.reshape({d.rows, d.I});
   at::Tensor output;
   for (const auto layer : c10::irange(d.L)) {
-    at::Tensor out = at::empty({d.rows, d.D * d.P}, opts);
-    at::Tensor cells = save ? at::empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
+    // The last layer's output is the user's; the others are the op's own.
+    at::Tensor out = layer + 1 == d.L ? at::empty({d.rows, d.D * d.P}, opts)
+                                      : kernels.empty({d.rows, d.D * d.P}, opts);
+    at::Tensor cells = save ? kernels.empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
     std::vector<at::Tensor> gates;
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
       // The gate pass turns the pre-activations into the gates in place.
-      at::Tensor G_dir = input_projection(x, w);
+      at::Tensor G_dir =
+          kernels.linear(x, w.w_ih, w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor());
       const int64_t g = layer * d.D + dir;
       const LayerForward f{&steps,
                            dir == 1,
@@ -166,13 +146,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     }
     const bool need_dx = layer > 0 || need_input_grad;
     at::Tensor dx;
-    at::Tensor dG = at::empty({d.D, d.rows, 4 * d.H}, opts);
+    at::Tensor dG = kernels.empty({d.D, d.rows, 4 * d.H}, opts);
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
       const int64_t g = layer * d.D + dir;
-      at::Tensor h_prev = at::empty({d.rows, d.P}, opts);
-      at::Tensor dh_all = d.proj ? at::empty({d.rows, d.P}, opts) : at::Tensor();
-      at::Tensor r_all = d.proj ? at::empty({d.rows, d.H}, opts) : at::Tensor();
+      at::Tensor h_prev = kernels.empty({d.rows, d.P}, opts);
+      at::Tensor dh_all = d.proj ? kernels.empty({d.rows, d.P}, opts) : at::Tensor();
+      at::Tensor r_all = d.proj ? kernels.empty({d.rows, d.H}, opts) : at::Tensor();
       const LayerBackward b{&steps,
                             dir == 1,
                             a.window,
@@ -209,7 +189,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
       if (d.proj)
         dp[a.has_biases ? 4 : 2] =
             d.rows > 0 ? kernels.weight_grad(dh_all, r_all) : at::zeros({d.P, d.H}, opts);
-      if (need_dx) add_input_grad(dx, dG_dir, w.w_ih);
+      if (need_dx) add_input_grad(dx, dG_dir, w.w_ih, kernels);
     }
     if (layer > 0) {
       const at::Tensor& mask = layers[layer - 1].mask;

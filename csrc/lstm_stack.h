@@ -54,9 +54,12 @@ struct LayerBackward {
 struct LayerKernels {
   void (*forward)(const LayerForward&);
   void (*backward)(const LayerBackward&);
-  // a^T @ b over all steps (the weight gradients): the backend's best GEMM
-  // for a tall a and b that share their long dimension.
+  // The backend's best GEMMs over all steps: x @ w^T + b (b may be
+  // undefined; the input projection and dx) and a^T @ b (the weight
+  // gradients), and its buffers for the activations.
+  at::Tensor (*linear)(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
   at::Tensor (*weight_grad)(const at::Tensor& a, const at::Tensor& b);
+  at::Tensor (*empty)(at::IntArrayRef shape, const at::TensorOptions& options);
 };
 
 // The boxed bodies of lstm_forward and lstm_backward on one backend's

@@ -1,6 +1,6 @@
 // The fused per-step gate work on one row (one sample) of the CPU kernels,
 // written once over a "lanes" type so the same code runs on scalars and on
-// SIMD vectors (gate_rows_simd.cpp), both through the cell formulas of
+// SIMD vectors (gate_rows_avx2.cpp, gate_rows_avx512.cpp), both through the cell formulas of
 // lstm_math.h.
 #pragma once
 
@@ -86,13 +86,18 @@ int64_t backward_span(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H)
   return j;
 }
 
-// The AVX2 spans (gate_rows_simd.cpp): units [j0, j) in whole vectors,
-// returning j; only to be called when simd_rows_available().
-bool simd_rows_available();
-int64_t forward_row_simd(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
-int64_t forward_row_simd(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
-int64_t backward_row_simd(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
-int64_t backward_row_simd(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
+// The vector spans (gate_rows_avx2.cpp, gate_rows_avx512.cpp): units
+// [j0, j) in whole vectors, returning j; only to be called when the ISA's
+// rows_*() says the CPU has it.
+#define RNNK_DECLARE_ROWS(isa)                                                                \
+  bool rows_##isa();                                                                          \
+  int64_t forward_row_##isa(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);   \
+  int64_t forward_row_##isa(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);  \
+  int64_t backward_row_##isa(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H); \
+  int64_t backward_row_##isa(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
+RNNK_DECLARE_ROWS(avx2)
+RNNK_DECLARE_ROWS(avx512)
+#undef RNNK_DECLARE_ROWS
 
 // Units [j0, j1) of one row, on SIMD vectors where the CPU has them
 // (gate_rows.cpp).

@@ -1,5 +1,5 @@
 // AVX2 + FMA tiles of the CPU GEMM. This file alone is compiled for AVX2 +
-// FMA (the pragma below, as gate_rows_simd.cpp); the lookups check the CPU at
+// FMA (the pragma below, as gate_rows_avx2.cpp); the lookups check the CPU at
 // run time and return null without it.
 //
 // Headers with inline functions come before the pragma: an out-of-line copy

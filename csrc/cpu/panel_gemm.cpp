@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "gemm_tiles.h"
+#include "workspace.h"
 
 namespace rnnkernels {
 namespace {
@@ -161,7 +162,8 @@ PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_
 
 template <typename T>
 void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
-                                     int64_t p0, int64_t p1, int64_t a_step) const {
+                                     int64_t p0, int64_t p1, int64_t a_step,
+                                     bool accumulate) const {
   p1 = std::min(p1, count_);
   if (M <= 0 || p0 >= p1) return;
   if (K_ == 0) {
@@ -172,7 +174,7 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, i
   const BlockRunner<T> runner{data_, K_, N_};
   for (int64_t k0 = 0; k0 < K_; k0 += kDepthBlock) {
     const int64_t kc = std::min(kDepthBlock, K_ - k0);
-    runner.run(M, a + k0 * a_step, lda, a_step, k0, kc, p0, p1, c, ldc, /*accumulate=*/k0 > 0);
+    runner.run(M, a + k0 * a_step, lda, a_step, k0, kc, p0, p1, c, ldc, accumulate || k0 > 0);
   }
 }
 
@@ -223,6 +225,25 @@ at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b) {
       // Column m of a is row m of a^T: unit stride between rows, M between depths.
       panels.multiply_panels(M, ac.const_data_ptr<scalar_t>(), 1, out.mutable_data_ptr<scalar_t>(),
                              N, p0, p1, /*a_step=*/M);
+    });
+  });
+  return out;
+}
+
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (!panel_gemm_enabled(x.scalar_type()) || w.scalar_type() != x.scalar_type())
+    return b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
+  const at::Tensor xc = x.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  at::Tensor out = workspace_empty({M, N}, x.options());
+  if (b.defined()) out.copy_(b.expand({M, N}));  // the tiles then accumulate onto the bias
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkernels_linear", [&] {
+    // B(k, n) = w[n, k].
+    const PanelMatrix<scalar_t> panels(w.const_data_ptr<scalar_t>(), K, N, w.stride(1),
+                                       w.stride(0));
+    at::parallel_for(0, ceil_div(N, kPanelWidth<scalar_t>), 1, [&](int64_t p0, int64_t p1) {
+      panels.multiply_panels(M, xc.const_data_ptr<scalar_t>(), K, out.mutable_data_ptr<scalar_t>(),
+                             N, p0, p1, 1, b.defined());
     });
   });
   return out;

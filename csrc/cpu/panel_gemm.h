@@ -31,7 +31,7 @@ class PanelMatrix {
   // thread, for c (M, N) of row stride ldc and a (M, K) with a(m, k) at
   // a[m * lda + k * a_step].
   void multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t p0,
-                       int64_t p1, int64_t a_step = 1) const;
+                       int64_t p1, int64_t a_step = 1, bool accumulate = false) const;
 
  private:
   at::Tensor panels_;
@@ -67,6 +67,10 @@ class StepMatrix {
 // (dG^T @ x), with b packed into panels and a read in place. Falls back to
 // at::mm where the panels do not run.
 at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b);
+
+// x @ w^T + b (b may be undefined) over all steps, into a recycled buffer
+// (workspace.h): the input projection and dx. w may have any strides.
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 
 // a @ b for 2-D CPU tensors through StepMatrix, its panels split between
 // threads as the time loops split them: what tests and benchmarks call.

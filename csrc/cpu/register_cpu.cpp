@@ -7,11 +7,17 @@
 
 #include "lstm_cpu.h"
 #include "panel_gemm.h"
+#include "workspace.h"
 
 namespace rnnkernels {
 namespace {
 
-constexpr LayerKernels kCpuKernels{&forward_layer_cpu, &backward_layer_cpu, &gemm_tn};
+at::Tensor empty_cpu(at::IntArrayRef shape, const at::TensorOptions& options) {
+  return workspace_empty(shape, options);
+}
+
+constexpr LayerKernels kCpuKernels{&forward_layer_cpu, &backward_layer_cpu, &linear_cpu, &gemm_tn,
+                                   &empty_cpu};
 
 bool narrow_float(const c10::IValue& v) {
   if (!v.isTensor()) return false;

@@ -245,9 +245,17 @@ void backward_layer_cuda(const LayerBackward& b) {
   if (!persistent_backward(b, dt, stream)) backward_steps(b, dt, stream);
 }
 
+// cuBLAS through ATen, and the caching allocator's buffers.
+at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
+}
 at::Tensor weight_grad_cuda(const at::Tensor& a, const at::Tensor& b) { return at::mm(a.t(), b); }
+at::Tensor empty_cuda(at::IntArrayRef shape, const at::TensorOptions& options) {
+  return at::empty(shape, options);
+}
 
-constexpr LayerKernels kCudaKernels{&forward_layer_cuda, &backward_layer_cuda, &weight_grad_cuda};
+constexpr LayerKernels kCudaKernels{&forward_layer_cuda, &backward_layer_cuda, &linear_cuda,
+                                    &weight_grad_cuda, &empty_cuda};
 
 void forward_cuda(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   run_forward(stack, kCudaKernels);

@@ -20,10 +20,10 @@ namespace rnnkernels {
 namespace {
 
 template <typename T>
-struct Avx2;
+struct Vec;
 
 template <>
-struct Avx2<float> {
+struct Vec<float> {
   using V = __m256;
   static constexpr int W = 8;
   static V zero() { return _mm256_setzero_ps(); }
@@ -34,7 +34,7 @@ struct Avx2<float> {
 };
 
 template <>
-struct Avx2<double> {
+struct Vec<double> {
   using V = __m256d;
   static constexpr int W = 4;
   static V zero() { return _mm256_setzero_pd(); }
@@ -44,74 +44,25 @@ struct Avx2<double> {
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
 };
 
-// The accumulators stay in registers only when every loop over them is
-// unrolled, hence the pragmas on the constant-trip loops.
-template <typename T, int MR, int NP>
-void tile(const Tile<T>& t) {
-  using A = Avx2<T>;
-  using V = typename A::V;
-  constexpr int W = A::W, NV = 2 * NP;
-  V acc[MR][NV];
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)  // the np panels are adjacent columns of c
-      acc[m][v] = t.accumulate ? A::load(t.c + m * t.ldc + v * W) : A::zero();
-  }
-  const T* b = t.b;
-  const T* a = t.a;
-  for (int64_t k = 0; k < t.K; ++k, b += 2 * W, a += t.a_step) {
-    V bv[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = A::load(b + (v / 2) * t.panel_stride + (v % 2) * W);
-#pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m) {
-      const V av = A::broadcast(a + m * t.lda);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[m][v] = A::fma(av, bv[v], acc[m][v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m) {
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) A::store(t.c + m * t.ldc + v * W, acc[m][v]);
-  }
-}
+#include "gemm_tiles_isa.h"
 
+// One panel with any row count, or panels_per_tile(rows) panels for the short
+// tiles: about twelve accumulators of 8 floats.
 template <typename T>
 TileFn<T> lookup(int rows, int np) {
   if (!cpu_has_avx2_fma()) return nullptr;
-  if (np == 1) {
-    switch (rows) {
-      case 1:
-        return tile<T, 1, 1>;
-      case 2:
-        return tile<T, 2, 1>;
-      case 3:
-        return tile<T, 3, 1>;
-      case 4:
-        return tile<T, 4, 1>;
-      case 5:
-        return tile<T, 5, 1>;
-      case 6:
-        return tile<T, 6, 1>;
-      default:
-        return nullptr;
-    }
+  if (np == 1) return tile_of<T, 1>(rows);
+  if (np != panels_per_tile(rows)) return nullptr;
+  switch (np) {
+    case 2:
+      return tile_of<T, 2>(rows);
+    case 3:
+      return tile_of<T, 3>(rows);
+    case 4:
+      return tile_of<T, 4>(rows);
+    default:
+      return nullptr;
   }
-  if (np == panels_per_tile(rows)) {
-    switch (rows) {
-      case 1:
-        return tile<T, 1, panels_per_tile(1)>;
-      case 2:
-        return tile<T, 2, panels_per_tile(2)>;
-      case 3:
-        return tile<T, 3, panels_per_tile(3)>;
-      default:
-        return nullptr;
-    }
-  }
-  return nullptr;
 }
 
 }  // namespace

@@ -1,0 +1,61 @@
+// The register tile of the CPU GEMM on one instruction set's vectors, shared
+// by gemm_tiles_avx2.cpp and gemm_tiles_avx512.cpp: each sets its target
+// pragma, defines Vec<float> and Vec<double> (V, W lanes, zero, load,
+// broadcast, fma, store) in an unnamed namespace, then includes this inside
+// that namespace. A panel row (kPanelWidth<T> columns) is kPanelWidth / W
+// vectors.
+
+// The accumulators stay in registers only when every loop over them is
+// unrolled, hence the pragmas on the constant-trip loops.
+template <typename T, int MR, int NP>
+void tile(const Tile<T>& t) {
+  using A = Vec<T>;
+  using V = typename A::V;
+  constexpr int W = A::W, PV = kPanelWidth<T> / W, NV = PV * NP;
+  V acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)  // the np panels are adjacent columns of c
+      acc[m][v] = t.accumulate ? A::load(t.c + m * t.ldc + v * W) : A::zero();
+  }
+  const T* b = t.b;
+  const T* a = t.a;
+  for (int64_t k = 0; k < t.K; ++k, b += PV * W, a += t.a_step) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = A::load(b + (v / PV) * t.panel_stride + (v % PV) * W);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const V av = A::broadcast(a + m * t.lda);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[m][v] = A::fma(av, bv[v], acc[m][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) A::store(t.c + m * t.ldc + v * W, acc[m][v]);
+  }
+}
+
+// The tile of `rows` rows (1..kMaxTileRows) and NP panels.
+template <typename T, int NP>
+TileFn<T> tile_of(int rows) {
+  switch (rows) {
+    case 1:
+      return tile<T, 1, NP>;
+    case 2:
+      return tile<T, 2, NP>;
+    case 3:
+      return tile<T, 3, NP>;
+    case 4:
+      return tile<T, 4, NP>;
+    case 5:
+      return tile<T, 5, NP>;
+    case 6:
+      return tile<T, 6, NP>;
+    default:
+      return nullptr;
+  }
+}

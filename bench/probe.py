@@ -3,6 +3,8 @@
     python -m bench.probe breakdown --config T,B,I,H    # the passes beside the GEMMs inside them
     python -m bench.probe gemm --config T,B,H           # per-step products: at::mm against the panels
     python -m bench.probe features --config T,B,I,H --window 10 --reset 0.05   # what window/reset cost
+    python -m bench.probe packed --config T,B,I,H --short 8   # one long sequence among short ones
+    python -m bench.probe overhead --config T,B,I,H           # a 3-layer bidirectional stack, tiny sizes
 
 Each subcommand times its calls round-robin in one process (bench.timing.interleaved),
 so the machine's drift hits all of them alike. What the breakdown leaves after its
@@ -126,6 +128,85 @@ def features(args):
         print(f"{name:14s} {ms:8.3f} ms  {100 * (ms / rows['plain'] - 1):+6.1f}%")
 
 
+def ratio(a: list, b: list) -> float:
+    """Median over rounds of a[i] / b[i]: the two were timed side by side."""
+    return float(np.median(np.asarray(a) / np.asarray(b)))
+
+
+def against_nn_lstm(ours, calls, repeats, warmup=3):
+    """Interleaved times of calls(model) for ours and an nn.LSTM with its weights."""
+    ref = torch.nn.LSTM(ours.input_size, ours.hidden_size, ours.num_layers, bidirectional=ours.bidirectional)
+    ref.load_state_dict(ours.state_dict())
+    fns = {f"{k} {name}": fn for name, m in (("rnnkernels", ours), ("nn.LSTM", ref)) for k, fn in calls(m).items()}
+    return interleaved(fns, torch.device("cpu"), repeats, warmup)
+
+
+def packed(args):
+    """Inference and a training step on a packed batch of one sequence of T
+    steps and B-1 of --short steps, beside the same batch padded."""
+    T, B, I, H = args.config  # noqa: E741
+    torch.manual_seed(0)
+    ours = rnnkernels.LSTM(I, H)
+    x = torch.randn(T, B, I, requires_grad=True)
+    lengths = torch.tensor([T] + [args.short] * (B - 1))
+    batch = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+
+    def calls(m):
+        def infer(inp):
+            def f():
+                m.eval()
+                with torch.no_grad():
+                    m(inp)
+
+            return f
+
+        def step(inp):
+            def f():
+                m.train()
+                out, (h, c) = m(inp)
+                out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+                torch.autograd.grad(out.sum() + h.sum() + c.sum(), [x, *m.parameters()], retain_graph=True)
+
+            return f
+
+        return {"inference packed": infer(batch), "inference padded": infer(x), "step packed": step(batch),
+                "step padded": step(x)}  # fmt: skip
+
+    ms = against_nn_lstm(ours, calls, args.repeats)
+    print(f"T{T} B{B} I{I} H{H}: one sequence of {T} steps, {B - 1} of {args.short}; threads {torch.get_num_threads()}")
+    for mode in ("inference", "step"):
+        ours_p, ours_d, nn_p = (ms[f"{mode} {k}"] for k in ("packed rnnkernels", "padded rnnkernels", "packed nn.LSTM"))
+        print(f"{mode:9s} packed {np.median(ours_p):8.2f} ms = {ratio(ours_p, ours_d):.1%} of padded; "
+              f"nn.LSTM packed {np.median(nn_p):8.2f} ms = {ratio(nn_p, ours_p):.2f}x ours")  # fmt: skip
+
+
+def overhead(args):
+    """A training step and an inference call of a 3-layer bidirectional stack
+    at sizes where only the fixed cost of a call counts."""
+    T, B, I, H = args.config  # noqa: E741
+    torch.manual_seed(0)
+    ours = rnnkernels.LSTM(I, H, num_layers=3, bidirectional=True)
+    x = torch.randn(T, B, I)
+
+    def calls(m):
+        def step():
+            y, (h, c) = m.train()(x)
+            torch.autograd.grad(y.sum() + h.sum() + c.sum(), list(m.parameters()))
+
+        def infer():
+            with torch.no_grad():
+                m.eval()(x)
+
+        return {"step": step, "inference": infer}
+
+    ms = against_nn_lstm(ours, calls, args.repeats, warmup=50)
+    print(f"3-layer bidirectional T{T} B{B} I{I} H{H}, threads {torch.get_num_threads()}")
+    for mode in ("step", "inference"):
+        a, b = ms[f"{mode} rnnkernels"], ms[f"{mode} nn.LSTM"]
+        print(f"{mode:9s} rnnkernels {np.median(a) * 1e3:7.0f} us, nn.LSTM {np.median(b) * 1e3:7.0f} us: "
+              f"{ratio(b, a):.2f}x")  # fmt: skip
+
+
 def main(argv=None) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=int, default=None)
@@ -136,6 +217,8 @@ def main(argv=None) -> None:
         (breakdown, "35,20,200,200", "the module's passes beside their GEMMs"),
         (gemm, "35,20,200", "per-step products, at::mm against the panels"),
         (features, "100,16,256,256", "forward+backward plain, with window, with reset"),
+        (packed, "400,32,256,256", "a packed batch of one long and many short sequences, against padded"),
+        (overhead, "1,1,8,8", "the fixed cost of a call: 3-layer bidirectional, tiny sizes"),
     ):
         s = sub.add_parser(fn.__name__, parents=[common], help=what)
         s.add_argument("--config", default=config, help=f"default {config}")
@@ -144,6 +227,9 @@ def main(argv=None) -> None:
     sub.choices["features"].add_argument("--window", type=int, default=10)
     sub.choices["features"].add_argument("--reset", type=float, default=0.05, help="probability a step resets")
     sub.choices["features"].set_defaults(repeats=60)
+    sub.choices["packed"].add_argument("--short", type=int, default=8, help="steps of the short sequences")
+    sub.choices["packed"].set_defaults(repeats=9)
+    sub.choices["overhead"].set_defaults(repeats=400)
     args = p.parse_args(argv)
     if _C is None:
         raise SystemExit("the rnnkernels extension is not built")

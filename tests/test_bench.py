@@ -258,6 +258,8 @@ def test_run_end_to_end(tmp_path, capsys):
         ["breakdown", "--config", "4,3,5,20"],
         ["gemm", "--config", "4,3,20"],
         ["features", "--config", "6,3,5,8", "--window", "2"],
+        ["packed", "--config", "9,4,3,5", "--short", "2"],
+        ["overhead", "--config", "1,1,3,4"],
     ],
     ids=lambda a: a[0],
 )

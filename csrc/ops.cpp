@@ -30,7 +30,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
   m.attr("version") = RNNKERNELS_VERSION;
   m.attr("torch_version") = TORCH_VERSION;
-  // The per-step GEMM of the CPU time loops, for tests and bench.gemm_rates.
+  // The per-step GEMM of the CPU time loops, for tests and bench.probe gemm.
   m.def(
       "step_matmul", &rnnkernels::step_matmul,
       "a @ b with the per-step GEMM of the CPU kernels, computed `repeats` times from one packing",

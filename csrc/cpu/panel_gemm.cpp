@@ -19,7 +19,7 @@ namespace {
 // rows of a (a few, at step shapes) then stay in L2 while the tiles walk the
 // slice once per row block; the panels themselves stream from L3 in long
 // contiguous runs, which the prefetcher follows. Shallower blocks that fit
-// L1 measured slower at the per-step shapes (bench.gemm_rates).
+// L1 measured slower at the per-step shapes (bench.probe gemm).
 constexpr int64_t kDepthBlock = 2048;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

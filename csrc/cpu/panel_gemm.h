@@ -1,8 +1,9 @@
-// The GEMM of the CPU time loops: a weight packed once per call into column
-// panels, multiplied every step by a few rows of h or dG in register tiles
-// (gemm_tiles.h). At these thin shapes (M = batch) MKL's GEMM on AMD CPUs
-// runs at about half the FMA rate; the products over all steps keep at::mm,
-// which is as fast or faster there (bench.gemm_rates measures both).
+// The GEMM of the CPU kernels: one side packed once per call into column
+// panels, multiplied in register tiles (gemm_tiles.h), AVX-512 where the CPU
+// has it. It runs the per-step products of the time loops (a few rows of h
+// or dG against a weight reused every step) and the products over all steps
+// (linear_cpu, gemm_tn). On AMD CPUs MKL's GEMM runs AVX2 code at well under
+// half of these tiles' rate (bench.probe gemm measures both).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,8 +13,8 @@
 namespace rnnkernels {
 
 // Whether the panel GEMM runs for this dtype on this CPU: float or double,
-// AVX2 + FMA, and RNNKERNELS_CPU_GEMM not set to "aten" (which sends the
-// per-step products to at::mm, for comparison).
+// AVX2 + FMA, and RNNKERNELS_CPU_GEMM not set to "aten" (which sends every
+// product to ATen, for comparison).
 bool panel_gemm_enabled(at::ScalarType dtype);
 
 // Column granularity of a thread's share of a product: one panel.

@@ -60,16 +60,7 @@ def _rnnkernels(cfg, base, device, backend):
             raise Skip(f"extension not built: {info['reason']}")
         if device.type == "cuda" and not info["cuda_extension"]:
             raise Skip(f"no CUDA kernels: {info['reason']}")
-    m = rnnkernels.LSTM(
-        cfg.I,
-        cfg.H,
-        num_layers=cfg.layers,
-        bidirectional=cfg.bidirectional,
-        proj_size=cfg.proj,
-        device=device,
-        dtype=cfg.torch_dtype,
-        backend=backend,
-    )
+    m = rnnkernels.LSTM(cfg.I, cfg.H, backend=backend, **cfg.lstm_kwargs(device))
     m.load_state_dict(base.state_dict())
     window = cfg.window
 

@@ -54,6 +54,11 @@ class Config:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def lstm_kwargs(self, device) -> dict:
+        """The LSTM constructor arguments of this config, for every backend's module."""
+        return dict(num_layers=self.layers, bidirectional=self.bidirectional, proj_size=self.proj, device=device,
+                    dtype=self.torch_dtype)  # fmt: skip
+
 
 def lstm_forward_flops(
     T: int,

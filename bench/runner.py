@@ -17,15 +17,7 @@ DEFAULT_TOLERANCE = 2e-2  # half precision
 def make_inputs(cfg, device):
     """The shared weights (an nn.LSTM), input and reset mask of a config."""
     torch.manual_seed(0)
-    base = nn.LSTM(
-        cfg.I,
-        cfg.H,
-        num_layers=cfg.layers,
-        bidirectional=cfg.bidirectional,
-        proj_size=cfg.proj,
-        device=device,
-        dtype=cfg.torch_dtype,
-    )
+    base = nn.LSTM(cfg.I, cfg.H, **cfg.lstm_kwargs(device))
     g = torch.Generator(device=device).manual_seed(1)
     x = torch.randn(cfg.T, cfg.B, cfg.I, generator=g, device=device, dtype=cfg.torch_dtype)
     reset = None

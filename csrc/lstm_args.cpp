@@ -65,6 +65,40 @@ void check_batch_sizes(const at::Tensor& bs, StackDims& d) {
               " but the packed input has ", d.rows, " rows");
 }
 
+// The saved tensors by layer, each checked against the shapes and dtypes a
+// forward that saves for backward gives them.
+std::vector<SavedLayer> saved_layers(const LstmArgs& a, const StackDims& d,
+                                     const std::vector<at::Tensor>& saved) {
+  const bool masks = a.dropout_active();
+  const size_t expected = (d.D + 1) * d.L + (d.L - 1) * (masks ? 2 : 1);
+  TORCH_CHECK(saved.size() == expected, "rnnkernels.lstm: backward needs the ", expected,
+              " tensors a forward with need_backward=True saves, got ", saved.size());
+  std::vector<SavedLayer> out(d.L);
+  size_t k = 0;
+  for (const auto layer : c10::irange(d.L)) {
+    SavedLayer& s = out[layer];
+    for (int64_t dir = 0; dir < d.D; ++dir) {
+      s.gates.push_back(saved[k++]);
+      check_shape(s.gates.back(), {d.rows, 4 * d.H}, "saved gates");
+      check_like(a.input, s.gates.back(), "saved gates");
+    }
+    s.cells = saved[k++];
+    check_shape(s.cells, {d.D, d.rows, d.H}, "saved cells");
+    check_cell_like(a.input, s.cells, "saved cells");
+    if (layer + 1 < d.L) {
+      s.out = saved[k++];
+      check_shape(s.out, {d.rows, d.D * d.P}, "saved layer output");
+      check_like(a.input, s.out, "saved layer output");
+      if (masks) {
+        s.mask = saved[k++];
+        check_shape(s.mask, {d.rows, d.D * d.P}, "saved dropout mask");
+        check_like(a.input, s.mask, "saved dropout mask");
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 LstmArgs LstmArgs::read(const torch::jit::Stack& s, size_t i) {
@@ -194,43 +228,12 @@ GroupWeights group_weights(const LstmArgs& a, const StackDims& d, int64_t layer,
   return w;
 }
 
-std::vector<SavedLayer> saved_layers(const LstmArgs& a, const StackDims& d,
-                                     const std::vector<at::Tensor>& saved) {
-  const bool masks = a.dropout_active();
-  const size_t expected = (d.D + 1) * d.L + (d.L - 1) * (masks ? 2 : 1);
-  TORCH_CHECK(saved.size() == expected, "rnnkernels.lstm: backward needs the ", expected,
-              " tensors a forward with need_backward=True saves, got ", saved.size());
-  std::vector<SavedLayer> out(d.L);
-  size_t k = 0;
-  for (const auto layer : c10::irange(d.L)) {
-    SavedLayer& s = out[layer];
-    for (int64_t dir = 0; dir < d.D; ++dir) {
-      s.gates.push_back(saved[k++]);
-      check_shape(s.gates.back(), {d.rows, 4 * d.H}, "saved gates");
-      check_like(a.input, s.gates.back(), "saved gates");
-    }
-    s.cells = saved[k++];
-    check_shape(s.cells, {d.D, d.rows, d.H}, "saved cells");
-    check_cell_like(a.input, s.cells, "saved cells");
-    if (layer + 1 < d.L) {
-      s.out = saved[k++];
-      check_shape(s.out, {d.rows, d.D * d.P}, "saved layer output");
-      check_like(a.input, s.out, "saved layer output");
-      if (masks) {
-        s.mask = saved[k++];
-        check_shape(s.mask, {d.rows, d.D * d.P}, "saved dropout mask");
-        check_like(a.input, s.mask, "saved dropout mask");
-      }
-    }
-  }
-  return out;
-}
-
-void check_backward_args(const LstmArgs& a, const StackDims& d,
-                         const std::optional<at::Tensor>& grad_output,
-                         const std::optional<at::Tensor>& grad_hy,
-                         const std::optional<at::Tensor>& grad_cy, const at::Tensor& output,
-                         const std::vector<at::Tensor>& saved) {
+std::vector<SavedLayer> check_backward_args(const LstmArgs& a, const StackDims& d,
+                                            const std::optional<at::Tensor>& grad_output,
+                                            const std::optional<at::Tensor>& grad_hy,
+                                            const std::optional<at::Tensor>& grad_cy,
+                                            const at::Tensor& output,
+                                            const std::vector<at::Tensor>& saved) {
   std::vector<int64_t> out_shape = a.input.sizes().vec();
   out_shape.back() = d.D * d.P;
   check_shape(output, out_shape, "output");
@@ -247,7 +250,7 @@ void check_backward_args(const LstmArgs& a, const StackDims& d,
     check_shape(*grad_cy, {d.groups(), d.B, d.H}, "grad_cy");
     check_like(a.input, *grad_cy, "grad_cy");
   }
-  saved_layers(a, d, saved);
+  return saved_layers(a, d, saved);
 }
 
 StepRows::StepRows(const LstmArgs& a, const StackDims& d) : T_(d.T), B_(d.B), packed_(d.packed) {

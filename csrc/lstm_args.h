@@ -89,15 +89,14 @@ struct SavedLayer {
   std::vector<at::Tensor> gates;
   at::Tensor cells, out, mask;
 };
-std::vector<SavedLayer> saved_layers(const LstmArgs& a, const StackDims& d,
-                                     const std::vector<at::Tensor>& saved);
-
-// Checks what lstm_backward receives on top of the shared arguments.
-void check_backward_args(const LstmArgs& a, const StackDims& d,
-                         const std::optional<at::Tensor>& grad_output,
-                         const std::optional<at::Tensor>& grad_hy,
-                         const std::optional<at::Tensor>& grad_cy, const at::Tensor& output,
-                         const std::vector<at::Tensor>& saved);
+// Checks what lstm_backward receives on top of the shared arguments and
+// returns the saved tensors by layer.
+std::vector<SavedLayer> check_backward_args(const LstmArgs& a, const StackDims& d,
+                                            const std::optional<at::Tensor>& grad_output,
+                                            const std::optional<at::Tensor>& grad_hy,
+                                            const std::optional<at::Tensor>& grad_cy,
+                                            const at::Tensor& output,
+                                            const std::vector<at::Tensor>& saved);
 
 // The packed rows of the time loops: the samples running at time t are
 // 0 .. batch(t)-1 (sorted by length), at rows offset(t) .. offset(t+1)-1.

@@ -113,8 +113,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     const std::vector<at::Tensor>& saved, bool need_input_grad, const LayerKernels& kernels) {
   const KernelScope scope;
   const StackDims d = check_args(a);
-  check_backward_args(a, d, grad_output, grad_hy, grad_cy, output, saved);
-  const std::vector<SavedLayer> layers = saved_layers(a, d, saved);
+  const std::vector<SavedLayer> layers =
+      check_backward_args(a, d, grad_output, grad_hy, grad_cy, output, saved);
   const StepRows steps(a, d);
   const auto opts = a.input.options();
   const auto acc_opts = opts.dtype(acc_type(a.input.scalar_type()));

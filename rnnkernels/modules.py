@@ -112,13 +112,13 @@ class LSTM(nn.RNNBase):
             if self.batch_first:
                 x = x.transpose(0, 1)
             T, B = x.shape[:2]
-        self._check_devices(x, hx)
+        # Read afresh, as nn.LSTM does, so weights swapped in (torch.func) count.
+        weights = [getattr(self, n) for n in self._flat_weights_names]
+        self._check_devices(x, hx, weights)
         if T == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         reset = self._time_major_reset(reset, T, B, x.device, is_batched, sorted_indices)
         h, c = (None, None) if hx is None else hx
-        # Read afresh, as nn.LSTM does, so weights swapped in (torch.func) count.
-        weights = [getattr(self, n) for n in self._flat_weights_names]
         run_dtype = _autocast_dtype(x)
         if run_dtype is not None:
             cast = lambda t: None if t is None else t.to(run_dtype)  # noqa: E731
@@ -137,7 +137,7 @@ class LSTM(nn.RNNBase):
             return output.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
         return output, (h_n, c_n)
 
-    def _check_devices(self, x, hx):
+    def _check_devices(self, x, hx, weights):
         """nn.LSTM's device checks, with its messages and in its order."""
         if hx is not None:
             if len(hx) != 2:
@@ -148,7 +148,7 @@ class LSTM(nn.RNNBase):
                         "Input and hidden tensors are not at the same device, "
                         f"found input tensor at {x.device} and hidden tensor at {h.device}"
                     )
-        for w in (getattr(self, n) for n in self._flat_weights_names):
+        for w in weights:
             if w.device != x.device:
                 raise RuntimeError(
                     "Input and parameter tensors are not at the same device, "

@@ -224,7 +224,7 @@ def _register() -> None:
         masks = _dropout_masks(a, d, a.saved) or []
         tensors = [getattr(a, n) for n in _BACKWARD_TENSORS]
         ctx.save_for_backward(*tensors, *a.params, a.batch_sizes, a.reset, *masks)
-        ctx.counts = (len(a.params), len(masks))
+        ctx.n_params = len(a.params)
         ctx.flags = (a.has_biases, a.num_layers, a.bidirectional, a.dropout, a.train, a.window, a.need_input_grad)
         ctx.n_saved = len(a.saved)
         ctx.set_materialize_grads(False)
@@ -234,7 +234,7 @@ def _register() -> None:
         vector-Jacobian product of the first-order gradients, recomputed on
         the reference. torch.func keeps the recomputation apart from the
         caller's graph, which still sees it as differentiable (third order)."""
-        n_params, _ = ctx.counts
+        n_params = ctx.n_params
         saved = ctx.saved_tensors
         go, ghy, gcy, x, hx, cx = saved[:6]
         params = list(saved[6 : 6 + n_params])

@@ -12,12 +12,8 @@
 namespace rnnkernels {
 namespace {
 
-at::Tensor empty_cpu(at::IntArrayRef shape, const at::TensorOptions& options) {
-  return workspace_empty(shape, options);
-}
-
 constexpr LayerKernels kCpuKernels{&forward_layer_cpu, &backward_layer_cpu, &linear_cpu, &gemm_tn,
-                                   &empty_cpu};
+                                   &workspace_empty};
 
 bool narrow_float(const c10::IValue& v) {
   if (!v.isTensor()) return false;

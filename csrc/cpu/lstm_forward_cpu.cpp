@@ -27,8 +27,7 @@ struct ForwardBuffers {
   T* r;  // (B, H): o * tanh(c) before a projection, or null
   T* y;  // (rows, ldy)
   int64_t ldy;
-  T* cells;  // (rows, H) or null
-  bool save;
+  T* cells;  // (rows, H) or null: when set, the gates and cells are saved
 
   // Zeroes columns [j0, j1) of the rows (stride n) of the samples whose state
   // is reset before time t.
@@ -53,8 +52,8 @@ struct ForwardBuffers {
                             c + b * H,
                             r != nullptr ? r + b * H : h_next + b * P,
                             r != nullptr ? nullptr : y + row * ldy,
-                            save ? g : nullptr,
-                            save ? cells + row * H : nullptr};
+                            cells != nullptr ? g : nullptr,
+                            cells != nullptr ? cells + row * H : nullptr};
       forward_row(w, u0, u1, H);
     }
   }
@@ -89,8 +88,7 @@ void forward_steps(const LayerForward& f) {
                               proj ? r.data_ptr<T>() : nullptr,
                               f.y.data_ptr<T>(),
                               f.y.stride(0),
-                              f.cells.defined() ? f.cells.data_ptr<T>() : nullptr,
-                              f.cells.defined()};
+                              f.cells.defined() ? f.cells.data_ptr<T>() : nullptr};
 
   const int64_t t_first = f.reverse ? T_ - 1 : 0;
   buf.zero_reset_rows(t_first, hbuf[0], P, 0, P);

@@ -125,8 +125,7 @@ bool persistent_forward(const LayerForward& f, k::DType dt, cudaStream_t stream)
                                    f.c.data_ptr(),
                                    f.y.data_ptr(),
                                    f.y.stride(0),
-                                   ptr(f.cells),
-                                   f.cells.defined()};
+                                   ptr(f.cells)};
   return launched(k::persistent_forward(dt, a, *plan, stream), mode);
 }
 
@@ -150,8 +149,7 @@ void forward_steps(const LayerForward& f, k::DType dt, cudaStream_t stream) {
                                proj ? H : P,
                                proj ? nullptr : f.y.data_ptr(),
                                f.y.stride(0),
-                               ptr(f.cells),
-                               f.cells.defined()};
+                               ptr(f.cells)};
     C10_CUDA_CHECK(k::forward_gates(dt, a, stream));
     if (proj) {
       at::Tensor hn = f.h.narrow(0, 0, s.nb);

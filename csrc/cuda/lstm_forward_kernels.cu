@@ -32,7 +32,7 @@ __global__ void forward_gates_kernel(ForwardGateArgs a) {
     const T h_new = from_acc<T>(out.h);
     h[b * a.ldh + j] = h_new;
     if (y != nullptr) y[row * a.ldy + j] = h_new;
-    if (a.save) {
+    if (cells != nullptr) {
       // Each thread read its four pre-activations above: the gates can
       // replace them.
       g[0] = from_acc<T>(out.i);

@@ -40,15 +40,14 @@ struct Step {
 // with a projection, r = o * tanh(c)).
 struct ForwardGateArgs {
   Step s;
-  void* G;        // (rows, 4H): pre-activations in; the gates out if save
+  void* G;        // (rows, 4H): pre-activations in; the gates out with cells
   const void* R;  // (B, 4H) accumulation type: h @ w_hh^T
   void* c;        // (B, H) accumulation type, in/out
   void* h;        // (B, ldh): new h, or r before a projection
   int64_t ldh;
   void* y;  // (rows, ldy): outputs, or null with a projection
   int64_t ldy;
-  void* cells;  // (rows, H) accumulation type, or null
-  bool save;
+  void* cells;  // (rows, H) accumulation type, or null: nothing is saved
 };
 cudaError_t forward_gates(DType dt, const ForwardGateArgs& a, cudaStream_t stream);
 
@@ -116,15 +115,14 @@ struct PersistentForwardArgs {
   Lengths lens;
   bool reverse;
   const bool* reset;  // (T, B), or null
-  void* G;            // (rows, 4H): gates out when save
+  void* G;            // (rows, 4H): gates out with cells
   const void* w_hh;   // (4H, H)
   void* hbuf;         // (2, B, H): h0 in both halves on entry
   void* h_n;          // (B, H): each sample's last h
   void* c;            // (B, H) accumulation type: c0 in, last c out
   void* y;            // (rows, ldy)
   int64_t ldy;
-  void* cells;  // (rows, H) accumulation type, or null
-  bool save;
+  void* cells;  // (rows, H) accumulation type, or null: nothing is saved
 };
 cudaError_t persistent_forward(DType dt, const PersistentForwardArgs& a, const PersistentPlan& plan,
                                cudaStream_t stream);

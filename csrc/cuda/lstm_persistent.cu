@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(PersistentForwar
       h_out[b * H + j] = h_new;
       y[row * a.ldy + j] = h_new;
       if (a.reverse ? t == 0 : t == lens[b] - 1) h_n[b * H + j] = h_new;
-      if (a.save) {
+      if (cells != nullptr) {
         g[0] = from_acc<T>(r.i);
         g[H] = from_acc<T>(r.f);
         g[2 * H] = from_acc<T>(r.g);

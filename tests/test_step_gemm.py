@@ -1,6 +1,8 @@
-"""The per-step GEMM of the CPU kernels (packed panels, AVX2 register tiles)
-against a float64 torch.mm, over shapes that hit every tile shape, partial
-panels, several depth blocks and strided weights."""
+"""The per-step GEMM of the CPU kernels (packed panels, AVX2 and AVX-512
+register tiles) against a float64 torch.mm, over shapes that hit every tile
+shape, partial panels, several depth blocks and strided weights. bfloat16
+operands give a float product (exact products summed in float), on the
+avx512_bf16 tiles where the CPU has them."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from conftest import requires_extension
 pytestmark = requires_extension
 
 C = rnnkernels._extension._C
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def weight(K, N, layout, dtype, g):
@@ -31,25 +34,26 @@ def check(M, K, N, layout, dtype, seed=0):
     a = torch.randn(M, K, generator=g, dtype=dtype)
     b = weight(K, N, layout, dtype, g)
     got = C.step_matmul(a, b)
-    want = (a.double() @ b.double()).to(dtype)
+    assert got.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
+    want = (a.double() @ b.double()).to(got.dtype)
     scale = max(1.0, K**0.5)
     tol = (
-        dict(rtol=2e-6 * scale, atol=2e-6 * scale)
-        if dtype == torch.float32
-        else dict(rtol=1e-14 * scale, atol=1e-14 * scale)
+        dict(rtol=1e-14 * scale, atol=1e-14 * scale)
+        if dtype == torch.float64
+        else dict(rtol=2e-6 * scale, atol=2e-6 * scale)
     )
     assert got.shape == (M, N)
     torch.testing.assert_close(got, want, **tol)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 13, 20, 64])
 def test_every_tile_shape(M, dtype):
     # 100 columns: six full float panels (twelve double) and a partial one.
     check(M, 70, 100, "contiguous", dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("K", [0, 1, 255, 650, 2048, 2049, 4500])
 def test_depth_blocks(K, dtype):
     check(9, K, 48, "w.t()", dtype)
@@ -60,7 +64,7 @@ def test_depth_blocks(K, dtype):
     K=st.integers(1, 600),
     N=st.integers(1, 90),
     layout=st.sampled_from(["contiguous", "w.t()", "sliced"]),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
+    dtype=st.sampled_from(DTYPES),
     seed=st.integers(0, 2**16),
 )
 def test_any_shape_and_layout(M, K, N, layout, dtype, seed):
@@ -89,9 +93,20 @@ def test_same_result_with_aten_gemm(monkeypatch):
         (torch.randn(3), torch.randn(3, 4), "2-D"),
         (torch.randn(2, 3), torch.randn(4, 5), "but b is"),
         (torch.randn(2, 3), torch.randn(3, 4, dtype=torch.float64), "but b is"),
-        (torch.randn(2, 3).half(), torch.randn(3, 4).half(), "float or double"),
+        (torch.randn(2, 3).half(), torch.randn(3, 4).half(), "float, double or bfloat16"),
     ],
 )
 def test_bad_arguments_raise(a, b, match):
     with pytest.raises(RuntimeError, match=match):
         C.step_matmul(a, b)
+
+
+def test_bfloat16_tiles_where_the_cpu_has_them():
+    """On a CPU with avx512_bf16 the bfloat16 products run on their own tiles
+    (the shapes above then test them); elsewhere they run in float."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    has = all(f in flags.split() for f in ("avx512f", "avx512bw", "avx512vl", "avx512_bf16"))
+    assert C.panel_gemm_enabled(torch.bfloat16) == has

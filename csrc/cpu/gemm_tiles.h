@@ -3,14 +3,34 @@
 // gemm_tiles_avx2.cpp, the only file compiled for AVX2 + FMA.
 #pragma once
 
+#include <c10/util/BFloat16.h>
 #include <stdint.h>
 
 namespace rnnkernels {
 
-// Columns per packed panel: two AVX2 vectors, so a tile row of one panel is
-// two accumulators.
+// What a product of T operands accumulates into: bfloat16 products sum in
+// float, as oneDNN's do.
 template <typename T>
-constexpr int64_t kPanelWidth = 2 * 32 / static_cast<int64_t>(sizeof(T));
+struct Accumulator {
+  using type = T;
+};
+template <>
+struct Accumulator<c10::BFloat16> {
+  using type = float;
+};
+template <typename T>
+using acc_t = typename Accumulator<T>::type;
+
+// Depths one multiply-add consumes: vdpbf16ps sums pairs, so bfloat16 panels
+// interleave pairs of depths (and a row of A is padded to an even depth).
+template <typename T>
+constexpr int64_t kDepthGroup = sizeof(T) == 2 ? 2 : 1;
+
+// Columns per packed panel: two AVX2 vectors of the accumulator, so a tile
+// row of one panel is two accumulators. Element (k, j) of a panel sits at
+// (k / G) * G * width + j * G + k % G for G = kDepthGroup<T>.
+template <typename T>
+constexpr int64_t kPanelWidth = 2 * 32 / static_cast<int64_t>(sizeof(acc_t<T>));
 
 // Largest number of rows of A one tile covers.
 constexpr int kMaxTileRows = 6;
@@ -19,7 +39,8 @@ constexpr int kMaxTileRows = 6;
 // and n in the np panels starting at b, panel p at b + p * panel_stride,
 // k-major with kPanelWidth<T> columns per k. init is c itself when
 // accumulate, else zero. a_step is 1 for rows of a, lda's partner for a
-// transposed a.
+// transposed a; for bfloat16, a(m, k) and a(m, k + 1) of an even k are
+// adjacent (K is a multiple of 2).
 template <typename T>
 struct Tile {
   int64_t K;
@@ -27,7 +48,7 @@ struct Tile {
   int64_t lda;
   const T* b;
   int64_t panel_stride;
-  T* c;
+  acc_t<T>* c;
   int64_t ldc;
   bool accumulate;
   int64_t a_step = 1;
@@ -49,10 +70,17 @@ constexpr int panels_per_tile(int rows) {
 }
 
 // The AVX-512 tiles (gemm_tiles_avx512.cpp), over the same panels, or null
-// without AVX-512F; a panel row is one register there, so a tile has up to
-// 24 accumulators.
+// without AVX-512F (avx512_bf16 for the bfloat16 tiles); a panel row is one
+// register there, so a tile has up to 24 accumulators.
 TileFn<float> avx512_tile_f32(int rows, int np);
 TileFn<double> avx512_tile_f64(int rows, int np);
+TileFn<c10::BFloat16> avx512_tile_bf16(int rows, int np);
 constexpr int avx512_panels_per_tile(int rows) { return rows <= 1 ? 8 : rows <= 3 ? 6 : 4; }
+
+// Rows [0, M) of a (K columns, stride lda) rounded to bfloat16 into out
+// (stride ldo >= K rounded up to even, the pad zeroed). Only where
+// avx512_tile_bf16 is not null.
+void rows_to_bf16(const float* a, int64_t M, int64_t K, int64_t lda, c10::BFloat16* out,
+                  int64_t ldo);
 
 }  // namespace rnnkernels

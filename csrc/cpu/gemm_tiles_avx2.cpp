@@ -28,6 +28,8 @@ struct Vec<float> {
   static constexpr int W = 8;
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
+  using B = V;
+  static B load_b(const float* p) { return load(p); }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
@@ -39,6 +41,8 @@ struct Vec<double> {
   static constexpr int W = 4;
   static V zero() { return _mm256_setzero_pd(); }
   static V load(const double* p) { return _mm256_loadu_pd(p); }
+  using B = V;
+  static B load_b(const double* p) { return load(p); }
   static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }

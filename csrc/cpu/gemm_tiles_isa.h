@@ -1,7 +1,8 @@
 // The register tile of the CPU GEMM on one instruction set's vectors, shared
 // by gemm_tiles_avx2.cpp and gemm_tiles_avx512.cpp: each sets its target
-// pragma, defines Vec<float> and Vec<double> (V, W lanes, zero, load,
-// broadcast, fma, store) in an unnamed namespace, then includes this inside
+// pragma, defines Vec<T> for its types (accumulator V of W lanes with zero,
+// load and store; B, the vector of a panel row, with load_b; broadcast of
+// a's depth group; fma) in an unnamed namespace, then includes this inside
 // that namespace. A panel row (kPanelWidth<T> columns) is kPanelWidth / W
 // vectors.
 
@@ -12,6 +13,7 @@ void tile(const Tile<T>& t) {
   using A = Vec<T>;
   using V = typename A::V;
   constexpr int W = A::W, PV = kPanelWidth<T> / W, NV = PV * NP;
+  constexpr int64_t G = kDepthGroup<T>;
   V acc[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
@@ -21,13 +23,14 @@ void tile(const Tile<T>& t) {
   }
   const T* b = t.b;
   const T* a = t.a;
-  for (int64_t k = 0; k < t.K; ++k, b += PV * W, a += t.a_step) {
-    V bv[NV];
+  for (int64_t k = 0; k < t.K; k += G, b += PV * W * G, a += t.a_step * G) {
+    typename A::B bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = A::load(b + (v / PV) * t.panel_stride + (v % PV) * W);
+    for (int v = 0; v < NV; ++v)
+      bv[v] = A::load_b(b + (v / PV) * t.panel_stride + (v % PV) * W * G);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const V av = A::broadcast(a + m * t.lda);
+      const auto av = A::broadcast(a + m * t.lda);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[m][v] = A::fma(av, bv[v], acc[m][v]);
     }

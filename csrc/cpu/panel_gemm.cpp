@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "gemm_tiles.h"
 #include "workspace.h"
@@ -28,7 +29,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // asks for AVX2 (to compare), then AVX2.
 template <typename T>
 TileFn<T> cpu_tile(bool wide, int rows, int np) {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return wide ? avx512_tile_bf16(rows, np) : nullptr;
+  } else if constexpr (std::is_same_v<T, float>) {
     return wide ? avx512_tile_f32(rows, np) : avx2_tile_f32(rows, np);
   } else {
     return wide ? avx512_tile_f64(rows, np) : avx2_tile_f64(rows, np);
@@ -38,6 +41,14 @@ TileFn<T> cpu_tile(bool wide, int rows, int np) {
 bool wide_tiles() {
   const char* env = std::getenv("RNNKERNELS_CPU_GEMM");
   return avx512_tile_f32(1, 1) != nullptr && (env == nullptr || std::strcmp(env, "avx2") != 0);
+}
+
+thread_local bool bf16_scope = false;
+
+// Rounded up to a whole depth group.
+template <typename T>
+int64_t padded_depth(int64_t K) {
+  return ceil_div(K, kDepthGroup<T>) * kDepthGroup<T>;
 }
 
 // The tiles of one depth block: panels in the outer loop, so each panel's
@@ -64,15 +75,16 @@ struct TileTable {
 
 template <typename T>
 struct BlockRunner {
+  using Acc = acc_t<T>;
   const T* panels;
-  int64_t K, N;
+  int64_t K, N;  // K padded to a whole depth group
   const TileTable<T>& tiles = TileTable<T>::get();
 
   // Rows [0, rows) of a (row stride lda, depth kc starting at k0, a_step
   // between depths) against panels [p0, p1), into c (rows, ldc) whose column
   // 0 is panel 0's.
   void run(int64_t rows, const T* a, int64_t lda, int64_t a_step, int64_t k0, int64_t kc,
-           int64_t p0, int64_t p1, T* c, int64_t ldc, bool accumulate) const {
+           int64_t p0, int64_t p1, Acc* c, int64_t ldc, bool accumulate) const {
     constexpr int64_t NR = kPanelWidth<T>;
     const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
@@ -98,61 +110,67 @@ struct BlockRunner {
 
   static void scratch_tile(Tile<T> t, TileFn<T> f, int rows, int64_t valid) {
     constexpr int64_t NR = kPanelWidth<T>;
-    T buf[kMaxTileRows * NR];
+    Acc buf[kMaxTileRows * NR];
     for (int m = 0; m < rows; ++m) {
       for (int64_t j = 0; j < NR; ++j) {
-        buf[m * NR + j] = t.accumulate && j < valid ? t.c[m * t.ldc + j] : T(0);
+        buf[m * NR + j] = t.accumulate && j < valid ? t.c[m * t.ldc + j] : Acc(0);
       }
     }
-    T* c = t.c;
+    Acc* c = t.c;
     const int64_t ldc = t.ldc;
     t.c = buf;
     t.ldc = NR;
     t.accumulate = true;
     f(t);
-    for (int m = 0; m < rows; ++m) std::memcpy(c + m * ldc, buf + m * NR, valid * sizeof(T));
+    for (int m = 0; m < rows; ++m) std::memcpy(c + m * ldc, buf + m * NR, valid * sizeof(Acc));
   }
 };
 
 }  // namespace
 
 bool panel_gemm_enabled(at::ScalarType dtype) {
+  if (dtype == at::kBFloat16)
+    return panel_gemm_enabled(at::kFloat) && wide_tiles() && avx512_tile_bf16(1, 1) != nullptr;
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
   const char* env = std::getenv("RNNKERNELS_CPU_GEMM");
   if (env != nullptr && std::strcmp(env, "aten") == 0) return false;
   return avx2_tile_f32(1, 1) != nullptr;
 }
 
+BFloat16Products::BFloat16Products() : outer_(bf16_scope) { bf16_scope = true; }
+BFloat16Products::~BFloat16Products() { bf16_scope = outer_; }
+bool BFloat16Products::active() { return bf16_scope && panel_gemm_enabled(at::kBFloat16); }
+
 template <typename T>
 PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn)
-    : K_(K), N_(N) {
-  constexpr int64_t NR = kPanelWidth<T>;
+    : K_(padded_depth<T>(K)), N_(N) {
+  constexpr int64_t NR = kPanelWidth<T>, G = kDepthGroup<T>;
   count_ = ceil_div(N, NR);
-  panels_ = at::empty({count_ * K * NR}, c10::CppTypeToScalarType<T>::value);
+  panels_ = at::empty({count_ * K_ * NR}, c10::CppTypeToScalarType<T>::value);
   T* dst = panels_.mutable_data_ptr<T>();
   data_ = dst;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K * NR));
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K_ * NR));
   at::parallel_for(0, count_, grain, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * NR, nv = std::min(NR, N - n0);
-      T* out = dst + p * K * NR;
-      if (nv < NR) std::fill(out, out + K * NR, T(0));
+      T* out = dst + p * K_ * NR;
+      if (nv < NR || K < K_) std::fill(out, out + K_ * NR, T(0));
+      auto at = [&](int64_t k, int64_t j) -> T& { return out[(k / G) * G * NR + j * G + k % G]; };
       if (sk == 1) {
         // Columns of b are contiguous (a weight used as w.t()): walk k once,
         // reading one element of each column, so every write fills a whole
         // panel row and every column's cache line serves 16 steps of k.
-        const T* col[kPanelWidth<T>];
+        const T* col[NR];
         for (int64_t j = 0; j < nv; ++j) col[j] = b + (n0 + j) * sn;
         for (int64_t k = 0; k < K; ++k)
-          for (int64_t j = 0; j < nv; ++j) out[k * NR + j] = col[j][k];
+          for (int64_t j = 0; j < nv; ++j) at(k, j) = col[j][k];
       } else {
         for (int64_t k = 0; k < K; ++k) {
           const T* src = b + k * sk + n0 * sn;
-          T* row = out + k * NR;
-          if (sn == 1) {
-            std::copy(src, src + nv, row);
+          if (G == 1 && sn == 1) {
+            std::copy(src, src + nv, out + k * NR);
           } else {
-            for (int64_t j = 0; j < nv; ++j) row[j] = src[j * sn];
+            for (int64_t j = 0; j < nv; ++j) at(k, j) = src[j * sn];
           }
         }
       }
@@ -161,14 +179,14 @@ PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_
 }
 
 template <typename T>
-void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc,
+void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
                                      int64_t p0, int64_t p1, int64_t a_step,
                                      bool accumulate) const {
   p1 = std::min(p1, count_);
   if (M <= 0 || p0 >= p1) return;
   if (K_ == 0) {
     const int64_t n0 = p0 * kPanelWidth<T>, n1 = std::min(N_, p1 * kPanelWidth<T>);
-    for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc + n0, c + m * ldc + n1, T(0));
+    for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc + n0, c + m * ldc + n1, acc_t<T>(0));
     return;
   }
   const BlockRunner<T> runner{data_, K_, N_};
@@ -180,9 +198,30 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, T* c, i
 
 template class PanelMatrix<float>;
 template class PanelMatrix<double>;
+template class PanelMatrix<c10::BFloat16>;
+
+namespace {
+
+// t (any strides) rounded to bfloat16 in a buffer of the same strides, for
+// packing into panels.
+at::Tensor rounded(const at::Tensor& t) { return t.to(at::kBFloat16); }
+
+PanelMatrix<c10::BFloat16> bf16_panels(const at::Tensor& b16, bool transposed) {
+  const int64_t k = transposed ? 1 : 0;
+  return PanelMatrix<c10::BFloat16>(b16.const_data_ptr<c10::BFloat16>(), b16.size(k),
+                                    b16.size(1 - k), b16.stride(k), b16.stride(1 - k));
+}
+
+}  // namespace
 
 template <typename T>
 StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (BFloat16Products::active()) {
+      bf16_.emplace(bf16_panels(rounded(b), false));
+      return;
+    }
+  }
   if (panel_gemm_enabled(b.scalar_type()))
     packed_.emplace(b.const_data_ptr<T>(), b.size(0), b.size(1), b.stride(0), b.stride(1));
 }
@@ -195,6 +234,18 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
   // A share that did not start on a panel would write its neighbour's
   // columns; the callers' shares are whole panels.
   assert(n0 % kStepColumns<T> == 0 && (n1 % kStepColumns<T> == 0 || n1 == b_.size(1)));
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_) {
+      // a rounded to bfloat16 rows: a few rows per step, cheap beside the product.
+      const int64_t K = b_.size(0), K2 = padded_depth<c10::BFloat16>(K);
+      thread_local std::vector<c10::BFloat16> rows;
+      rows.resize(M * K2);
+      rows_to_bf16(a, M, K, lda, rows.data(), K2);
+      bf16_->multiply_panels(M, rows.data(), K2, c, ldc, n0 / kStepColumns<T>,
+                             ceil_div(n1, kStepColumns<T>));
+      return;
+    }
+  }
   if (packed_) {
     packed_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>,
                              ceil_div(n1, kStepColumns<T>));
@@ -210,7 +261,43 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
 template class StepMatrix<float>;
 template class StepMatrix<double>;
 
+namespace {
+
+// a^T @ b for float a (K, M) and b (K, N) on bfloat16 panels. The tiles read
+// a pair of depths of a row of a^T as one 32-bit lane, so a is laid out as
+// pairs: (K / 2, M, 2), an odd K's last pair padded with zero.
+at::Tensor gemm_tn_bf16(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t K = a.size(0), M = a.size(1), N = b.size(1), half = ceil_div(K, 2);
+  const at::Tensor a16 = a.to(at::kBFloat16).contiguous();
+  at::Tensor pairs = at::empty({half, M, 2}, a16.options());
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(a16.const_data_ptr<c10::BFloat16>());
+  uint32_t* dst = reinterpret_cast<uint32_t*>(pairs.mutable_data_ptr<c10::BFloat16>());
+  at::parallel_for(0, half, 16, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const uint16_t* even = src + 2 * h * M;
+      const uint16_t* odd = 2 * h + 1 < K ? even + M : nullptr;
+      for (int64_t m = 0; m < M; ++m)
+        dst[h * M + m] = even[m] | (odd != nullptr ? uint32_t{odd[m]} << 16 : 0u);
+    }
+  });
+  const PanelMatrix<c10::BFloat16> panels = bf16_panels(rounded(b), false);
+  at::Tensor out = at::empty({M, N}, a.options());
+  at::parallel_for(0, ceil_div(N, kPanelWidth<c10::BFloat16>), 1, [&](int64_t p0, int64_t p1) {
+    panels.multiply_panels(M, pairs.const_data_ptr<c10::BFloat16>(), 2,
+                           out.mutable_data_ptr<float>(), N, p0, p1, /*a_step=*/M);
+  });
+  return out;
+}
+
+bool bf16_operands(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.device().is_cpu() &&
+         BFloat16Products::active();
+}
+
+}  // namespace
+
 at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b) {
+  if (bf16_operands(a, b)) return gemm_tn_bf16(a, b);
   if (!panel_gemm_enabled(a.scalar_type()) || a.scalar_type() != b.scalar_type() ||
       !a.device().is_cpu())
     return at::mm(a.t(), b);
@@ -233,10 +320,23 @@ at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (!panel_gemm_enabled(x.scalar_type()) || w.scalar_type() != x.scalar_type())
     return b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
-  const at::Tensor xc = x.contiguous();
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   at::Tensor out = workspace_empty({M, N}, x.options());
   if (b.defined()) out.copy_(b.expand({M, N}));  // the tiles then accumulate onto the bias
+  if (bf16_operands(x, w)) {
+    // x's rows rounded to bfloat16, padded to an even depth.
+    const int64_t K2 = padded_depth<c10::BFloat16>(K);
+    at::Tensor rows = at::empty({M, K2}, x.options().dtype(at::kBFloat16));
+    if (K2 > K) rows.narrow(1, K, 1).zero_();
+    rows.narrow(1, 0, K).copy_(x);
+    const PanelMatrix<c10::BFloat16> panels = bf16_panels(rounded(w), true);
+    at::parallel_for(0, ceil_div(N, kPanelWidth<c10::BFloat16>), 1, [&](int64_t p0, int64_t p1) {
+      panels.multiply_panels(M, rows.const_data_ptr<c10::BFloat16>(), K2,
+                             out.mutable_data_ptr<float>(), N, p0, p1, 1, b.defined());
+    });
+    return out;
+  }
+  const at::Tensor xc = x.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkernels_linear", [&] {
     // B(k, n) = w[n, k].
     const PanelMatrix<scalar_t> panels(w.const_data_ptr<scalar_t>(), K, N, w.stride(1),
@@ -257,8 +357,14 @@ at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b, int64_t repeats
   TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(), "step_matmul: expected CPU tensors");
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), "step_matmul: a is ", a.scalar_type(),
               " but b is ", b.scalar_type());
-  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
-              "step_matmul: expected float or double, got ", a.scalar_type());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble ||
+                  a.scalar_type() == at::kBFloat16,
+              "step_matmul: expected float, double or bfloat16, got ", a.scalar_type());
+  if (a.scalar_type() == at::kBFloat16) {
+    // Float products on bfloat16 panels, as a bfloat16 call of the op runs them.
+    const BFloat16Products scope;
+    return step_matmul(a.to(at::kFloat), b.to(at::kFloat), repeats);
+  }
   const at::Tensor ac = a.contiguous();
   const int64_t M = a.size(0), N = b.size(1);
   at::Tensor out = at::empty({M, N}, a.options());

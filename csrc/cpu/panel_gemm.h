@@ -10,18 +10,39 @@
 
 #include <optional>
 
+#include "gemm_tiles.h"
+
 namespace rnnkernels {
 
 // Whether the panel GEMM runs for this dtype on this CPU: float or double,
 // AVX2 + FMA, and RNNKERNELS_CPU_GEMM not set to "aten" (which sends every
-// product to ATen, for comparison).
+// product to ATen, for comparison); bfloat16 products (BFloat16Products) need
+// the AVX-512 tiles (not RNNKERNELS_CPU_GEMM=avx2) and avx512_bf16.
 bool panel_gemm_enabled(at::ScalarType dtype);
+
+// While one is alive on a thread, the float products that thread sets up
+// (packs their panels) round both operands to bfloat16 and sum in float, at
+// twice the float rate: a bfloat16 call runs its time loops in float on
+// these products. Without avx512_bf16 (or with the panel GEMM off) products
+// stay in float.
+class BFloat16Products {
+ public:
+  BFloat16Products();
+  ~BFloat16Products();
+  BFloat16Products(const BFloat16Products&) = delete;
+  BFloat16Products& operator=(const BFloat16Products&) = delete;
+  static bool active();
+
+ private:
+  bool outer_;
+};
 
 // Column granularity of a thread's share of a product: one panel.
 template <typename T>
 constexpr int64_t kStepColumns = 2 * 32 / static_cast<int64_t>(sizeof(T));
 
-// B (K, N) of products A @ B, packed into zero-padded column panels.
+// B (K, N) of products A @ B, packed into zero-padded column panels
+// (gemm_tiles.h), T float, double or bfloat16.
 template <typename T>
 class PanelMatrix {
  public:
@@ -30,8 +51,9 @@ class PanelMatrix {
 
   // Columns [p0, p1) * panel width (clipped to N) of c = a @ B on the calling
   // thread, for c (M, N) of row stride ldc and a (M, K) with a(m, k) at
-  // a[m * lda + k * a_step].
-  void multiply_panels(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t p0,
+  // a[m * lda + k * a_step]. For bfloat16, K is rounded up to even with a
+  // zero depth in a, and a(m, k), a(m, k + 1) of an even k are adjacent.
+  void multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc, int64_t p0,
                        int64_t p1, int64_t a_step = 1, bool accumulate = false) const;
 
  private:
@@ -51,7 +73,7 @@ class StepMatrix {
   // Whether products run on the packed panels. Otherwise they call at::mm,
   // which must not run inside a team: the team's threads lack the caller's
   // dispatcher state, and an exception there could not reach the caller.
-  bool packed() const { return packed_.has_value(); }
+  bool packed() const { return packed_.has_value() || bf16_.has_value(); }
 
   // Columns [n0, n1) of c = a @ B for a (M, K) and c (M, N), contiguous rows
   // of stride lda and ldc. n0 and n1 must be multiples of kStepColumns<T>
@@ -62,6 +84,7 @@ class StepMatrix {
  private:
   at::Tensor b_;
   std::optional<PanelMatrix<T>> packed_;
+  std::optional<PanelMatrix<c10::BFloat16>> bf16_;  // float products in bfloat16
 };
 
 // a^T @ b for a (K, M) and b (K, N): the weight gradients over all steps
@@ -75,6 +98,7 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
 
 // a @ b for 2-D CPU tensors through StepMatrix, its panels split between
 // threads as the time loops split them: what tests and benchmarks call.
+// bfloat16 operands give a float product, as the op's bfloat16 calls run.
 // With repeats > 1 the same product is computed that many times from one
 // packing, as a time loop does.
 at::Tensor step_matmul(const at::Tensor& a, const at::Tensor& b, int64_t repeats = 1);

@@ -1,0 +1,94 @@
+// bfloat16 tiles of the CPU GEMM: vdpbf16ps sums a pair of depths into each
+// float lane, twice the float FMA rate on CPUs with avx512_bf16. This file
+// alone is compiled for it (the pragma below); the lookups check the CPU at
+// run time and return null without it.
+//
+// Headers with inline functions come before the pragma (see
+// gemm_tiles_avx2.cpp).
+#include <cstring>
+
+#include "cpu_features.h"
+#include "gemm_tiles.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
+#define RNNKERNELS_BF16_TILES 1
+#include <immintrin.h>
+#endif
+
+namespace rnnkernels {
+
+#ifdef RNNKERNELS_BF16_TILES
+namespace {
+
+template <typename T>
+struct Vec;
+
+// A panel row is 16 columns times a pair of depths; a's pair is broadcast
+// as one 32-bit lane.
+template <>
+struct Vec<c10::BFloat16> {
+  using V = __m512;
+  using B = __m512bh;
+  static constexpr int W = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static B load_b(const c10::BFloat16* p) { return (B)_mm512_loadu_si512(p); }
+  static B broadcast(const c10::BFloat16* p) {
+    int32_t pair;
+    std::memcpy(&pair, p, sizeof(pair));
+    return (B)_mm512_set1_epi32(pair);
+  }
+  static V fma(B a, B b, V c) { return _mm512_dpbf16_ps(c, a, b); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+};
+
+#include "gemm_tiles_isa.h"
+
+bool cpu_has_bf16_tiles() {
+  static const bool ok = cpu_has_avx512_rows() && __builtin_cpu_supports("avx512bf16");
+  return ok;
+}
+
+}  // namespace
+
+TileFn<c10::BFloat16> avx512_tile_bf16(int rows, int np) {
+  if (!cpu_has_bf16_tiles()) return nullptr;
+  switch (np) {
+    case 1:
+      return tile_of<c10::BFloat16, 1>(rows);
+    case 4:
+      return tile_of<c10::BFloat16, 4>(rows);
+    case 6:
+      return tile_of<c10::BFloat16, 6>(rows);
+    case 8:
+      return tile_of<c10::BFloat16, 8>(rows);
+    default:
+      return nullptr;
+  }
+}
+
+void rows_to_bf16(const float* a, int64_t M, int64_t K, int64_t lda, c10::BFloat16* out,
+                  int64_t ldo) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* src = a + m * lda;
+    c10::BFloat16* dst = out + m * ldo;
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 part = static_cast<__mmask16>(K - k >= 16 ? 0xffff : (1u << (K - k)) - 1);
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(part, src + k));
+      _mm256_mask_storeu_epi16(dst + k, part, (__m256i)v);
+    }
+    // Memset, not a template: an instance compiled here could be the one
+    // the linker keeps for every file.
+    std::memset(static_cast<void*>(dst + K), 0, (ldo - K) * sizeof(c10::BFloat16));
+  }
+}
+
+#else
+
+TileFn<c10::BFloat16> avx512_tile_bf16(int, int) { return nullptr; }
+void rows_to_bf16(const float*, int64_t, int64_t, int64_t, c10::BFloat16*, int64_t) {}
+
+#endif
+
+}  // namespace rnnkernels

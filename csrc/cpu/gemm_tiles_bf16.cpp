@@ -84,10 +84,28 @@ void rows_to_bf16(const float* a, int64_t M, int64_t K, int64_t lda, c10::BFloat
   }
 }
 
+void pairs_to_bf16(const float* even, const float* odd, int64_t n, c10::BFloat16* out) {
+  // Lane j of the two rounded halves becomes elements 2j and 2j + 1.
+  alignas(64) static constexpr uint16_t kInterleave[32] = {
+      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i order = _mm512_load_si512(kInterleave);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 part = static_cast<__mmask16>(n - j >= 16 ? 0xffff : (1u << (n - j)) - 1);
+    const __m512 e = _mm512_maskz_loadu_ps(part, even + j);
+    const __m512 o = odd != nullptr ? _mm512_maskz_loadu_ps(part, odd + j) : _mm512_setzero_ps();
+    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(o, e);  // e in the low half
+    const __mmask32 pairs =
+        static_cast<__mmask32>(n - j >= 16 ? 0xffffffffu : (uint32_t{1} << (2 * (n - j))) - 1);
+    _mm512_mask_storeu_epi16(out + 2 * j, pairs, _mm512_permutexvar_epi16(order, both));
+  }
+}
+
 #else
 
 TileFn<c10::BFloat16> avx512_tile_bf16(int, int) { return nullptr; }
 void rows_to_bf16(const float*, int64_t, int64_t, int64_t, c10::BFloat16*, int64_t) {}
+void pairs_to_bf16(const float*, const float*, int64_t, c10::BFloat16*) {}
 
 #endif
 

@@ -141,10 +141,67 @@ BFloat16Products::BFloat16Products() : outer_(bf16_scope) { bf16_scope = true; }
 BFloat16Products::~BFloat16Products() { bf16_scope = outer_; }
 bool BFloat16Products::active() { return bf16_scope && panel_gemm_enabled(at::kBFloat16); }
 
+namespace {
+
+// One panel (columns [n0, n0 + nv) of B(k, n) = b[k * sk + n * sn]) into
+// out, already zeroed where it has padding.
 template <typename T>
-PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_t sn)
+void pack_panel(T* out, const T* b, int64_t K, int64_t n0, int64_t nv, int64_t sk, int64_t sn) {
+  constexpr int64_t NR = kPanelWidth<T>;
+  if (sk == 1) {
+    // Columns of b are contiguous (a weight used as w.t()): walk k once,
+    // reading one element of each column, so every write fills a whole
+    // panel row and every column's cache line serves 16 steps of k.
+    const T* col[NR];
+    for (int64_t j = 0; j < nv; ++j) col[j] = b + (n0 + j) * sn;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < nv; ++j) out[k * NR + j] = col[j][k];
+    return;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const T* src = b + k * sk + n0 * sn;
+    if (sn == 1) {
+      std::copy(src, src + nv, out + k * NR);
+    } else {
+      for (int64_t j = 0; j < nv; ++j) out[k * NR + j] = src[j * sn];
+    }
+  }
+}
+
+// The same from float into pairs of depths rounded to bfloat16.
+void pack_panel(c10::BFloat16* out, const float* b, int64_t K, int64_t n0, int64_t nv, int64_t sk,
+                int64_t sn) {
+  constexpr int64_t NR = kPanelWidth<c10::BFloat16>;
+  const int64_t half = ceil_div(K, 2);
+  if (sk == 1) {
+    // A column's pairs of depths are adjacent: round the column, then place
+    // each pair (32 bits) in its panel row.
+    thread_local std::vector<c10::BFloat16> column;
+    column.resize(2 * half);
+    const uint32_t* pair = reinterpret_cast<const uint32_t*>(column.data());
+    uint32_t* rows = reinterpret_cast<uint32_t*>(out);
+    for (int64_t j = 0; j < nv; ++j) {
+      rows_to_bf16(b + (n0 + j) * sn, 1, K, 0, column.data(), 2 * half);
+      for (int64_t h = 0; h < half; ++h) rows[h * NR + j] = pair[h];
+    }
+  } else if (sn == 1) {
+    for (int64_t h = 0; h < half; ++h) {
+      const float* even = b + 2 * h * sk + n0;
+      pairs_to_bf16(even, 2 * h + 1 < K ? even + sk : nullptr, nv, out + h * 2 * NR);
+    }
+  } else {
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < nv; ++j)
+        out[(k / 2) * 2 * NR + j * 2 + k % 2] = c10::BFloat16(b[k * sk + (n0 + j) * sn]);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+PanelMatrix<T>::PanelMatrix(const acc_t<T>* b, int64_t K, int64_t N, int64_t sk, int64_t sn)
     : K_(padded_depth<T>(K)), N_(N) {
-  constexpr int64_t NR = kPanelWidth<T>, G = kDepthGroup<T>;
+  constexpr int64_t NR = kPanelWidth<T>;
   count_ = ceil_div(N, NR);
   panels_ = at::empty({count_ * K_ * NR}, c10::CppTypeToScalarType<T>::value);
   T* dst = panels_.mutable_data_ptr<T>();
@@ -155,25 +212,7 @@ PanelMatrix<T>::PanelMatrix(const T* b, int64_t K, int64_t N, int64_t sk, int64_
       const int64_t n0 = p * NR, nv = std::min(NR, N - n0);
       T* out = dst + p * K_ * NR;
       if (nv < NR || K < K_) std::fill(out, out + K_ * NR, T(0));
-      auto at = [&](int64_t k, int64_t j) -> T& { return out[(k / G) * G * NR + j * G + k % G]; };
-      if (sk == 1) {
-        // Columns of b are contiguous (a weight used as w.t()): walk k once,
-        // reading one element of each column, so every write fills a whole
-        // panel row and every column's cache line serves 16 steps of k.
-        const T* col[NR];
-        for (int64_t j = 0; j < nv; ++j) col[j] = b + (n0 + j) * sn;
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t j = 0; j < nv; ++j) at(k, j) = col[j][k];
-      } else {
-        for (int64_t k = 0; k < K; ++k) {
-          const T* src = b + k * sk + n0 * sn;
-          if (G == 1 && sn == 1) {
-            std::copy(src, src + nv, out + k * NR);
-          } else {
-            for (int64_t j = 0; j < nv; ++j) at(k, j) = src[j * sn];
-          }
-        }
-      }
+      pack_panel(out, b, K, n0, nv, sk, sn);
     }
   });
 }
@@ -202,14 +241,11 @@ template class PanelMatrix<c10::BFloat16>;
 
 namespace {
 
-// t (any strides) rounded to bfloat16 in a buffer of the same strides, for
-// packing into panels.
-at::Tensor rounded(const at::Tensor& t) { return t.to(at::kBFloat16); }
-
-PanelMatrix<c10::BFloat16> bf16_panels(const at::Tensor& b16, bool transposed) {
+// Float B (K, N), or its transpose, packed into bfloat16 panels.
+PanelMatrix<c10::BFloat16> bf16_panels(const at::Tensor& b, bool transposed) {
   const int64_t k = transposed ? 1 : 0;
-  return PanelMatrix<c10::BFloat16>(b16.const_data_ptr<c10::BFloat16>(), b16.size(k),
-                                    b16.size(1 - k), b16.stride(k), b16.stride(1 - k));
+  return PanelMatrix<c10::BFloat16>(b.const_data_ptr<float>(), b.size(k), b.size(1 - k),
+                                    b.stride(k), b.stride(1 - k));
 }
 
 }  // namespace
@@ -218,7 +254,7 @@ template <typename T>
 StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
   if constexpr (std::is_same_v<T, float>) {
     if (BFloat16Products::active()) {
-      bf16_.emplace(bf16_panels(rounded(b), false));
+      bf16_.emplace(bf16_panels(b, false));
       return;
     }
   }
@@ -268,19 +304,17 @@ namespace {
 // pairs: (K / 2, M, 2), an odd K's last pair padded with zero.
 at::Tensor gemm_tn_bf16(const at::Tensor& a, const at::Tensor& b) {
   const int64_t K = a.size(0), M = a.size(1), N = b.size(1), half = ceil_div(K, 2);
-  const at::Tensor a16 = a.to(at::kBFloat16).contiguous();
-  at::Tensor pairs = at::empty({half, M, 2}, a16.options());
-  const uint16_t* src = reinterpret_cast<const uint16_t*>(a16.const_data_ptr<c10::BFloat16>());
-  uint32_t* dst = reinterpret_cast<uint32_t*>(pairs.mutable_data_ptr<c10::BFloat16>());
+  const at::Tensor ac = a.contiguous();
+  at::Tensor pairs = workspace_empty({half, M, 2}, a.options().dtype(at::kBFloat16));
+  const float* src = ac.const_data_ptr<float>();
+  c10::BFloat16* dst = pairs.mutable_data_ptr<c10::BFloat16>();
   at::parallel_for(0, half, 16, [&](int64_t h0, int64_t h1) {
     for (int64_t h = h0; h < h1; ++h) {
-      const uint16_t* even = src + 2 * h * M;
-      const uint16_t* odd = 2 * h + 1 < K ? even + M : nullptr;
-      for (int64_t m = 0; m < M; ++m)
-        dst[h * M + m] = even[m] | (odd != nullptr ? uint32_t{odd[m]} << 16 : 0u);
+      const float* even = src + 2 * h * M;
+      pairs_to_bf16(even, 2 * h + 1 < K ? even + M : nullptr, M, dst + 2 * h * M);
     }
   });
-  const PanelMatrix<c10::BFloat16> panels = bf16_panels(rounded(b), false);
+  const PanelMatrix<c10::BFloat16> panels = bf16_panels(b, false);
   at::Tensor out = at::empty({M, N}, a.options());
   at::parallel_for(0, ceil_div(N, kPanelWidth<c10::BFloat16>), 1, [&](int64_t p0, int64_t p1) {
     panels.multiply_panels(M, pairs.const_data_ptr<c10::BFloat16>(), 2,
@@ -326,10 +360,10 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   if (bf16_operands(x, w)) {
     // x's rows rounded to bfloat16, padded to an even depth.
     const int64_t K2 = padded_depth<c10::BFloat16>(K);
-    at::Tensor rows = at::empty({M, K2}, x.options().dtype(at::kBFloat16));
+    at::Tensor rows = workspace_empty({M, K2}, x.options().dtype(at::kBFloat16));
     if (K2 > K) rows.narrow(1, K, 1).zero_();
     rows.narrow(1, 0, K).copy_(x);
-    const PanelMatrix<c10::BFloat16> panels = bf16_panels(rounded(w), true);
+    const PanelMatrix<c10::BFloat16> panels = bf16_panels(w, true);
     at::parallel_for(0, ceil_div(N, kPanelWidth<c10::BFloat16>), 1, [&](int64_t p0, int64_t p1) {
       panels.multiply_panels(M, rows.const_data_ptr<c10::BFloat16>(), K2,
                              out.mutable_data_ptr<float>(), N, p0, p1, 1, b.defined());

@@ -58,6 +58,10 @@ TileFn<T> lookup(int rows, int np) {
   switch (np) {
     case 1:
       return tile_of<T, 1>(rows);
+    case 2:
+      return tile_of<T, 2>(rows);
+    case 3:
+      return tile_of<T, 3>(rows);
     case 4:
       return tile_of<T, 4>(rows);
     case 6:

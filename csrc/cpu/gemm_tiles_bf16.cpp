@@ -57,6 +57,10 @@ TileFn<c10::BFloat16> avx512_tile_bf16(int rows, int np) {
   switch (np) {
     case 1:
       return tile_of<c10::BFloat16, 1>(rows);
+    case 2:
+      return tile_of<c10::BFloat16, 2>(rows);
+    case 3:
+      return tile_of<c10::BFloat16, 3>(rows);
     case 4:
       return tile_of<c10::BFloat16, 4>(rows);
     case 6:

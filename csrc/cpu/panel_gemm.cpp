@@ -60,11 +60,18 @@ struct TileTable {
   static constexpr int kMaxPanels = 8;
   TileFn<T> fn[kMaxTileRows + 1][kMaxPanels + 1];  // [rows][panels], null where none
   int np[kMaxTileRows + 1];                        // panels of a tile of `rows` rows
+  // The most panels, up to n, that one tile of `rows` rows covers: a
+  // thread's share of a small product can be fewer panels than np.
+  int fit[kMaxTileRows + 1][kMaxPanels + 1];
   TileTable() {
     const bool wide = wide_tiles();
     for (int r = 1; r <= kMaxTileRows; ++r) {
       np[r] = wide ? avx512_panels_per_tile(r) : panels_per_tile(r);
-      for (int p = 1; p <= kMaxPanels; ++p) fn[r][p] = cpu_tile<T>(wide, r, p);
+      fit[r][0] = 1;
+      for (int p = 1; p <= kMaxPanels; ++p) {
+        fn[r][p] = cpu_tile<T>(wide, r, p);
+        fit[r][p] = fn[r][p] != nullptr ? p : fit[r][p - 1];
+      }
     }
   }
   static const TileTable& get() {
@@ -88,9 +95,11 @@ struct BlockRunner {
     constexpr int64_t NR = kPanelWidth<T>;
     const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
-    const int np = tiles.np[ceil_div(rows, blocks)];
+    const int tallest = static_cast<int>(ceil_div(rows, blocks));
+    const int np = tiles.np[tallest];
     for (int64_t p = p0; p < p1;) {
-      const int n_here = (np > 1 && p + np <= std::min(p1, full)) ? np : 1;
+      const int64_t whole = std::min(p1, full) - p;  // unpadded panels left
+      const int n_here = whole > 1 ? tiles.fit[tallest][std::min<int64_t>(np, whole)] : 1;
       for (int64_t i = 0; i < blocks; ++i) {
         const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
         const int r = static_cast<int>(r1 - r0);

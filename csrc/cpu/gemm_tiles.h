@@ -6,6 +6,8 @@
 #include <c10/util/BFloat16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 namespace rnnkernels {
 
 // What a product of T operands accumulates into: bfloat16 products sum in
@@ -24,7 +26,7 @@ using acc_t = typename Accumulator<T>::type;
 // Depths one multiply-add consumes: vdpbf16ps sums pairs, so bfloat16 panels
 // interleave pairs of depths (and a row of A is padded to an even depth).
 template <typename T>
-constexpr int64_t kDepthGroup = sizeof(T) == 2 ? 2 : 1;
+constexpr int64_t kDepthGroup = std::is_same_v<T, c10::BFloat16> ? 2 : 1;
 
 // Columns per packed panel: two AVX2 vectors of the accumulator, so a tile
 // row of one panel is two accumulators. Element (k, j) of a panel sits at

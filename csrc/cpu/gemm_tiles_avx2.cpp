@@ -54,19 +54,8 @@ struct Vec<double> {
 // tiles: about twelve accumulators of 8 floats.
 template <typename T>
 TileFn<T> lookup(int rows, int np) {
-  if (!cpu_has_avx2_fma()) return nullptr;
-  if (np == 1) return tile_of<T, 1>(rows);
-  if (np != panels_per_tile(rows)) return nullptr;
-  switch (np) {
-    case 2:
-      return tile_of<T, 2>(rows);
-    case 3:
-      return tile_of<T, 3>(rows);
-    case 4:
-      return tile_of<T, 4>(rows);
-    default:
-      return nullptr;
-  }
+  if (!cpu_has_avx2_fma() || (np != 1 && np != panels_per_tile(rows))) return nullptr;
+  return tile_for<T, 1, 2, 3, 4>(rows, np);
 }
 
 }  // namespace

@@ -50,27 +50,11 @@ struct Vec<double> {
 
 #include "gemm_tiles_isa.h"
 
-// Every row count with every panel count a table can ask for: the row
-// blocks of one product share the panel count of the tallest.
+// Every row count with every panel count a table can ask for
+// (avx512_panels_per_tile, and fewer for a thread's narrow share).
 template <typename T>
 TileFn<T> lookup(int rows, int np) {
-  if (!cpu_has_avx512f()) return nullptr;
-  switch (np) {
-    case 1:
-      return tile_of<T, 1>(rows);
-    case 2:
-      return tile_of<T, 2>(rows);
-    case 3:
-      return tile_of<T, 3>(rows);
-    case 4:
-      return tile_of<T, 4>(rows);
-    case 6:
-      return tile_of<T, 6>(rows);
-    case 8:
-      return tile_of<T, 8>(rows);
-    default:
-      return nullptr;
-  }
+  return cpu_has_avx512f() ? tile_for<T, 1, 2, 3, 4, 6, 8>(rows, np) : nullptr;
 }
 
 }  // namespace

@@ -52,24 +52,9 @@ bool cpu_has_bf16_tiles() {
 
 }  // namespace
 
+// The same panel counts as the float AVX-512 tiles.
 TileFn<c10::BFloat16> avx512_tile_bf16(int rows, int np) {
-  if (!cpu_has_bf16_tiles()) return nullptr;
-  switch (np) {
-    case 1:
-      return tile_of<c10::BFloat16, 1>(rows);
-    case 2:
-      return tile_of<c10::BFloat16, 2>(rows);
-    case 3:
-      return tile_of<c10::BFloat16, 3>(rows);
-    case 4:
-      return tile_of<c10::BFloat16, 4>(rows);
-    case 6:
-      return tile_of<c10::BFloat16, 6>(rows);
-    case 8:
-      return tile_of<c10::BFloat16, 8>(rows);
-    default:
-      return nullptr;
-  }
+  return cpu_has_bf16_tiles() ? tile_for<c10::BFloat16, 1, 2, 3, 4, 6, 8>(rows, np) : nullptr;
 }
 
 void rows_to_bf16(const float* a, int64_t M, int64_t K, int64_t lda, c10::BFloat16* out,

@@ -62,3 +62,12 @@ TileFn<T> tile_of(int rows) {
       return nullptr;
   }
 }
+
+// The tile of `rows` rows and np panels, for np among the panel counts NPs
+// this instruction set's tiles come in; null for any other np.
+template <typename T, int... NPs>
+TileFn<T> tile_for(int rows, int np) {
+  TileFn<T> f = nullptr;
+  ((np == NPs ? f = tile_of<T, NPs>(rows) : f), ...);
+  return f;
+}

@@ -244,6 +244,14 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T
   }
 }
 
+template <typename T>
+void PanelMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
+                              int64_t a_step, bool accumulate) const {
+  at::parallel_for(0, count_, 1, [&](int64_t p0, int64_t p1) {
+    multiply_panels(M, a, lda, c, ldc, p0, p1, a_step, accumulate);
+  });
+}
+
 template class PanelMatrix<float>;
 template class PanelMatrix<double>;
 template class PanelMatrix<c10::BFloat16>;
@@ -325,10 +333,8 @@ at::Tensor gemm_tn_bf16(const at::Tensor& a, const at::Tensor& b) {
   });
   const PanelMatrix<c10::BFloat16> panels = bf16_panels(b, false);
   at::Tensor out = at::empty({M, N}, a.options());
-  at::parallel_for(0, ceil_div(N, kPanelWidth<c10::BFloat16>), 1, [&](int64_t p0, int64_t p1) {
-    panels.multiply_panels(M, pairs.const_data_ptr<c10::BFloat16>(), 2,
-                           out.mutable_data_ptr<float>(), N, p0, p1, /*a_step=*/M);
-  });
+  panels.multiply(M, pairs.const_data_ptr<c10::BFloat16>(), 2, out.mutable_data_ptr<float>(), N,
+                  /*a_step=*/M);
   return out;
 }
 
@@ -350,12 +356,9 @@ at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b) {
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnkernels_gemm_tn", [&] {
     const PanelMatrix<scalar_t> panels(b.const_data_ptr<scalar_t>(), K, N, b.stride(0),
                                        b.stride(1));
-    constexpr int64_t NR = kPanelWidth<scalar_t>;
-    at::parallel_for(0, ceil_div(N, NR), 1, [&](int64_t p0, int64_t p1) {
-      // Column m of a is row m of a^T: unit stride between rows, M between depths.
-      panels.multiply_panels(M, ac.const_data_ptr<scalar_t>(), 1, out.mutable_data_ptr<scalar_t>(),
-                             N, p0, p1, /*a_step=*/M);
-    });
+    // Column m of a is row m of a^T: unit stride between rows, M between depths.
+    panels.multiply(M, ac.const_data_ptr<scalar_t>(), 1, out.mutable_data_ptr<scalar_t>(), N,
+                    /*a_step=*/M);
   });
   return out;
 }
@@ -373,10 +376,8 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     if (K2 > K) rows.narrow(1, K, 1).zero_();
     rows.narrow(1, 0, K).copy_(x);
     const PanelMatrix<c10::BFloat16> panels = bf16_panels(w, true);
-    at::parallel_for(0, ceil_div(N, kPanelWidth<c10::BFloat16>), 1, [&](int64_t p0, int64_t p1) {
-      panels.multiply_panels(M, rows.const_data_ptr<c10::BFloat16>(), K2,
-                             out.mutable_data_ptr<float>(), N, p0, p1, 1, b.defined());
-    });
+    panels.multiply(M, rows.const_data_ptr<c10::BFloat16>(), K2, out.mutable_data_ptr<float>(), N,
+                    1, b.defined());
     return out;
   }
   const at::Tensor xc = x.contiguous();
@@ -384,10 +385,8 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     // B(k, n) = w[n, k].
     const PanelMatrix<scalar_t> panels(w.const_data_ptr<scalar_t>(), K, N, w.stride(1),
                                        w.stride(0));
-    at::parallel_for(0, ceil_div(N, kPanelWidth<scalar_t>), 1, [&](int64_t p0, int64_t p1) {
-      panels.multiply_panels(M, xc.const_data_ptr<scalar_t>(), K, out.mutable_data_ptr<scalar_t>(),
-                             N, p0, p1, 1, b.defined());
-    });
+    panels.multiply(M, xc.const_data_ptr<scalar_t>(), K, out.mutable_data_ptr<scalar_t>(), N, 1,
+                    b.defined());
   });
   return out;
 }

@@ -56,6 +56,11 @@ class PanelMatrix {
   void multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc, int64_t p0,
                        int64_t p1, int64_t a_step = 1, bool accumulate = false) const;
 
+  // All of c = a @ B, the panels split between ATen's threads: the products
+  // over all steps.
+  void multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc, int64_t a_step = 1,
+                bool accumulate = false) const;
+
  private:
   at::Tensor panels_;
   const T* data_;  // panels_'s data, read without ATen calls inside a team

@@ -67,23 +67,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
     std::vector<at::Tensor> gates;
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
-      // The gate pass turns the pre-activations into the gates in place.
-      at::Tensor G_dir =
-          kernels.linear(x, w.w_ih, w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor());
+      at::Tensor gates_dir = save ? kernels.empty({d.rows, 4 * d.H}, opts) : at::Tensor();
       const int64_t g = layer * d.D + dir;
       const LayerForward f{&steps,
                            dir == 1,
                            a.window,
                            reset_ptr,
-                           G_dir,
+                           x,
+                           w.w_ih,
                            w.w_hh,
                            w.w_hr,
+                           w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor(),
+                           gates_dir,
                            hy[g],
                            cy[g],
                            out.narrow(1, dir * d.P, d.P),
                            save ? cells[dir] : at::Tensor()};
       if (d.rows > 0) kernels.forward(f);
-      if (save) gates.push_back(G_dir);
+      if (save) gates.push_back(gates_dir);
     }
     if (save) {
       saved.insert(saved.end(), gates.begin(), gates.end());

@@ -1,9 +1,10 @@
 // The stack driver: every layer and direction of one op call, written once
 // for every backend. A backend supplies the time loops of one
 // layer-direction (LayerKernels); the driver does the rest through ATen on
-// the tensors' device: the input projection of all steps as one GEMM, the
-// buffers, dropout between layers, and after the backward's time loops the
-// gradients that are one large GEMM or reduction each over all steps.
+// the tensors' device: the buffers, dropout between layers, and after the
+// backward's time loops the gradients that are one large GEMM or reduction
+// each over all steps. The input projection is the time loop's own: the CPU
+// projects a few steps at a time, so the pre-activations stay in cache.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,15 +19,17 @@ struct LayerForward {
   const StepRows* steps;
   bool reverse;
   int64_t window;
-  const bool* reset;      // (T, B) contiguous on the device, or null
-  at::Tensor G;           // (rows, 4H) contiguous: x @ w_ih^T + b in; the
-                          // activated gates out when cells is defined
-  at::Tensor w_hh, w_hr;  // w_hr undefined without a projection
-  at::Tensor h, c;        // (B, P), (B, H) contiguous: initial state in,
-                          // each sample's final state out; c in acc_type
-  at::Tensor y;           // (rows, P), rows strided: the outputs
-  at::Tensor cells;       // (rows, H) contiguous in acc_type, or undefined
-                          // (inference)
+  const bool* reset;            // (T, B) contiguous on the device, or null
+  at::Tensor x;                 // (rows, I): the layer's input
+  at::Tensor w_ih, w_hh, w_hr;  // w_hr undefined without a projection
+  at::Tensor bias;              // (4H) b_ih + b_hh, or undefined
+  at::Tensor gates;             // (rows, 4H) contiguous out: the activated gates,
+                                // or undefined (inference)
+  at::Tensor h, c;              // (B, P), (B, H) contiguous: initial state in,
+                                // each sample's final state out; c in acc_type
+  at::Tensor y;                 // (rows, P), rows strided: the outputs
+  at::Tensor cells;             // (rows, H) contiguous in acc_type, defined with
+                                // gates
 };
 
 // The backward time loop of one layer-direction, in the reverse order of its
@@ -55,8 +58,8 @@ struct LayerKernels {
   void (*forward)(const LayerForward&);
   void (*backward)(const LayerBackward&);
   // The backend's best GEMMs over all steps: x @ w^T + b (b may be
-  // undefined; the input projection and dx) and a^T @ b (the weight
-  // gradients), and its buffers for the activations.
+  // undefined; dx) and a^T @ b (the weight gradients), and its buffers for
+  // the activations.
   at::Tensor (*linear)(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
   at::Tensor (*weight_grad)(const at::Tensor& a, const at::Tensor& b);
   at::Tensor (*empty)(at::IntArrayRef shape, const at::TensorOptions& options);

@@ -125,6 +125,17 @@ def test_float32_matches_reference():
     compare_with_reference(a, dict(rtol=1e-4, atol=1e-5))
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_input_projection_in_passes_of_steps(packed):
+    # The CPU projects the input a few steps at a time (ceil(128 / B) steps at
+    # B = 40), on every thread of the team: a sequence of many passes, the
+    # reverse direction's passes running backwards over the packed rows.
+    g = torch.Generator().manual_seed(1)
+    lengths = sorted(torch.randint(1, 24, (40,), generator=g).tolist(), reverse=True) if packed else None
+    a = op_args(T=23, B=40, I=20, H=32, proj=0, reset_p=0.1, window=5, lengths=lengths)
+    compare_with_reference(a, dict(rtol=1e-9, atol=1e-10))
+
+
 class CountOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()

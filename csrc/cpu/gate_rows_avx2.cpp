@@ -35,6 +35,5 @@
 
 #define RNNK_ISA avx2
 #define RNNK_ISA_AVAILABLE cpu_has_avx2_fma()
-#define RNNK_TANH_F Sleef_finz_tanhf8_u35avx2
 #define RNNK_TANH_D Sleef_finz_tanhd4_u35avx2
 #include "gate_rows_isa.h"

@@ -38,6 +38,5 @@
 
 #define RNNK_ISA avx512
 #define RNNK_ISA_AVAILABLE cpu_has_avx512_rows()
-#define RNNK_TANH_F Sleef_finz_tanhf16_u35avx512f
 #define RNNK_TANH_D Sleef_finz_tanhd8_u35avx512f
 #include "gate_rows_isa.h"

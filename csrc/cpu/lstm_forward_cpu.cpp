@@ -14,6 +14,18 @@
 namespace rnnkernels {
 namespace {
 
+// Steps whose input projection one pass computes: enough rows for the
+// tiles to run at speed, and few enough that the pre-activations stay in
+// cache from the projection to the gate pass (a projection of all steps
+// first writes them to memory and the gate pass reads them back, about a
+// sixth of an inference call at B64 H64).
+int64_t projection_steps(int64_t B, int64_t H, size_t item) {
+  constexpr int64_t kRows = 128, kBytes = int64_t(1) << 19;
+  const int64_t by_rows = (kRows + B - 1) / B;
+  const int64_t by_bytes = kBytes / std::max<int64_t>(1, B * 4 * H * static_cast<int64_t>(item));
+  return std::max<int64_t>(1, std::min(by_rows, by_bytes));
+}
+
 // Raw views of one forward loop's tensors, read without ATen inside a team.
 template <typename T>
 struct ForwardBuffers {
@@ -21,11 +33,11 @@ struct ForwardBuffers {
   bool reverse;
   const bool* reset;
   int64_t H, P;
-  T* G;  // (rows, 4H): pre-activations in, gates out when saving
-  T* R;  // (B, 4H): h @ w_hh^T of the step
-  T* c;  // (B, H)
-  T* r;  // (B, H): o * tanh(c) before a projection, or null
-  T* y;  // (rows, ldy)
+  const T* bias;  // (4H) or null
+  T* R;           // (B, 4H): h @ w_hh^T of the step
+  T* c;           // (B, H)
+  T* r;           // (B, H): o * tanh(c) before a projection, or null
+  T* y;           // (rows, ldy)
   int64_t ldy;
   T* cells;  // (rows, H) or null: when set, the gates and cells are saved
 
@@ -40,13 +52,28 @@ struct ForwardBuffers {
     }
   }
 
-  // Units [u0, u1) of the gate pass of time t: activations, cell update, and
-  // h (or r) into h_next.
-  void gate_pass(int64_t t, T* h_next, int64_t u0, int64_t u1) const {
+  // The bias into units [u0, u1) of each gate of `rows` rows of G, which the
+  // projection then accumulates onto.
+  void fill_bias(T* G, int64_t rows, int64_t u0, int64_t u1) const {
+    for (int64_t row = 0; row < rows; ++row) {
+      for (int64_t q = 0; q < 4; ++q) {
+        T* g = G + row * 4 * H + q * H;
+        if (bias != nullptr) {
+          std::copy(bias + q * H + u0, bias + q * H + u1, g + u0);
+        } else {
+          std::fill(g + u0, g + u1, T(0));
+        }
+      }
+    }
+  }
+
+  // Units [u0, u1) of the gate pass of time t, whose pre-activations start
+  // at G: activations, cell update, and h (or r) into h_next.
+  void gate_pass(int64_t t, T* G, T* h_next, int64_t u0, int64_t u1) const {
     const int64_t nb = steps.batch(t), off = steps.offset(t);
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t row = off + b;
-      T* g = G + row * 4 * H;
+      T* g = G + b * 4 * H;
       const ForwardRow<T> w{g,
                             R + b * 4 * H,
                             c + b * H,
@@ -64,14 +91,25 @@ void forward_steps(const LayerForward& f) {
   const StepRows& steps = *f.steps;
   const int64_t T_ = steps.T(), B = steps.B(), H = f.c.size(1), P = f.h.size(1);
   const bool proj = f.w_hr.defined();
+  const bool save = f.gates.defined();
   // Packed once, multiplied every step: per gate, so that a thread's columns
-  // of the product are its units in all four gates.
-  std::vector<StepMatrix<T>> w_gate;
-  for (int64_t q = 0; q < 4; ++q) w_gate.emplace_back(f.w_hh.narrow(0, q * H, H).t());
+  // of the products are its units in all four gates.
+  std::vector<StepMatrix<T>> w_in, w_gate;
+  for (int64_t q = 0; q < 4; ++q) {
+    w_in.emplace_back(f.w_ih.narrow(0, q * H, H).t());
+    w_gate.emplace_back(f.w_hh.narrow(0, q * H, H).t());
+  }
   const std::optional<StepMatrix<T>> w_hr_t =
       proj ? std::make_optional<StepMatrix<T>>(f.w_hr.t()) : std::nullopt;
-  at::Tensor R = at::empty({B, 4 * H}, f.G.options());
-  at::Tensor r = proj ? at::empty({B, H}, f.G.options()) : at::Tensor();
+  const at::Tensor x = f.x.contiguous();
+  const at::Tensor bias = f.bias.defined() ? f.bias.contiguous() : at::Tensor();
+  const int64_t I = x.size(1), chunk = projection_steps(B, H, sizeof(T));
+  // The pre-activations of a pass of steps: in the saved gates when saving
+  // (the gate pass overwrites them with the gates), else in a buffer for one
+  // pass.
+  at::Tensor G = save ? f.gates : at::empty({chunk * B, 4 * H}, x.options());
+  at::Tensor R = at::empty({B, 4 * H}, x.options());
+  at::Tensor r = proj ? at::empty({B, H}, x.options()) : at::Tensor();
   // h alternates between two buffers, so a step's product reads all of the
   // previous h while the team writes the next. Both start as h0: a reverse
   // direction's samples join at their own last step and read whichever.
@@ -82,31 +120,48 @@ void forward_steps(const LayerForward& f) {
                               f.reset,
                               H,
                               P,
-                              f.G.data_ptr<T>(),
+                              bias.defined() ? bias.const_data_ptr<T>() : nullptr,
                               R.data_ptr<T>(),
                               f.c.data_ptr<T>(),
                               proj ? r.data_ptr<T>() : nullptr,
                               f.y.data_ptr<T>(),
                               f.y.stride(0),
                               f.cells.defined() ? f.cells.data_ptr<T>() : nullptr};
+  const T* const x_rows = x.const_data_ptr<T>();
+  T* const G_rows = G.data_ptr<T>();
 
   const int64_t t_first = f.reverse ? T_ - 1 : 0;
   buf.zero_reset_rows(t_first, hbuf[0], P, 0, P);
   buf.zero_reset_rows(t_first, buf.c, H, 0, H);
 
   const StepSplit split{H, P, kStepColumns<T>};
-  const int threads = split.threads(B, w_gate[0].packed() && (!w_hr_t || w_hr_t->packed()));
+  const bool packed = w_gate[0].packed() && w_in[0].packed() && (!w_hr_t || w_hr_t->packed());
+  const int threads = split.threads(B, packed);
   run_team(threads, [&](const Team& team) {
     const auto [u0, u1, p0, p1] = split.range(team);
+    int64_t g_row0 = 0;  // the packed row G_rows starts at (when not saving)
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = f.reverse ? T_ - 1 - k : k;
       const int64_t t_next = f.reverse ? t - 1 : t + 1;
+      if (k % chunk == 0) {
+        // This thread's columns of the pre-activations of the next pass of
+        // steps, whose rows are contiguous in either direction.
+        const int64_t t_end =
+            f.reverse ? std::max<int64_t>(0, t - chunk + 1) : std::min(T_ - 1, t + chunk - 1);
+        const int64_t lo = std::min(t, t_end), hi = std::max(t, t_end);
+        const int64_t row0 = steps.offset(lo), rows = steps.offset(hi) + steps.batch(hi) - row0;
+        g_row0 = save ? 0 : row0;
+        T* g = G_rows + (row0 - g_row0) * 4 * H;
+        buf.fill_bias(g, rows, u0, u1);
+        for (int64_t q = 0; q < 4; ++q)
+          w_in[q].multiply(rows, x_rows + row0 * I, I, g + q * H, 4 * H, u0, u1, true);
+      }
       const int64_t nb = steps.batch(t);
       const T* h_cur = hbuf[k % 2];
       T* h_next = hbuf[(k + 1) % 2];
       for (int64_t q = 0; q < 4; ++q)
         w_gate[q].multiply(nb, h_cur, P, buf.R + q * H, 4 * H, u0, u1);
-      buf.gate_pass(t, h_next, u0, u1);
+      buf.gate_pass(t, G_rows + (steps.offset(t) - g_row0) * 4 * H, h_next, u0, u1);
       buf.zero_reset_rows(t_next, buf.c, H, u0, u1);
       if (!proj) {
         buf.zero_reset_rows(t_next, h_next, P, u0, u1);
@@ -132,7 +187,7 @@ void forward_steps(const LayerForward& f) {
 }  // namespace
 
 void forward_layer_cpu(const LayerForward& f) {
-  AT_DISPATCH_FLOATING_TYPES(f.G.scalar_type(), "rnnkernels_lstm_forward_cpu",
+  AT_DISPATCH_FLOATING_TYPES(f.x.scalar_type(), "rnnkernels_lstm_forward_cpu",
                              [&] { forward_steps<scalar_t>(f); });
 }
 

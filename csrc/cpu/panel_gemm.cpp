@@ -233,6 +233,7 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T
   p1 = std::min(p1, count_);
   if (M <= 0 || p0 >= p1) return;
   if (K_ == 0) {
+    if (accumulate) return;
     const int64_t n0 = p0 * kPanelWidth<T>, n1 = std::min(N_, p1 * kPanelWidth<T>);
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc + n0, c + m * ldc + n1, acc_t<T>(0));
     return;
@@ -281,7 +282,7 @@ StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
 
 template <typename T>
 void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0,
-                             int64_t n1) const {
+                             int64_t n1, bool accumulate) const {
   static_assert(kStepColumns<T> == kPanelWidth<T>, "a thread's columns are whole panels");
   if (M <= 0 || n0 >= n1) return;
   // A share that did not start on a panel would write its neighbour's
@@ -295,20 +296,24 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
       rows.resize(M * K2);
       rows_to_bf16(a, M, K, lda, rows.data(), K2);
       bf16_->multiply_panels(M, rows.data(), K2, c, ldc, n0 / kStepColumns<T>,
-                             ceil_div(n1, kStepColumns<T>));
+                             ceil_div(n1, kStepColumns<T>), 1, accumulate);
       return;
     }
   }
   if (packed_) {
-    packed_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>,
-                             ceil_div(n1, kStepColumns<T>));
+    packed_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>, ceil_div(n1, kStepColumns<T>),
+                             1, accumulate);
     return;
   }
   const int64_t K = b_.size(0);
   const auto opts = b_.options();
   at::Tensor out = at::from_blob(c + n0, {M, n1 - n0}, {ldc, 1}, opts);
-  at::mm_out(out, at::from_blob(const_cast<T*>(a), {M, K}, {lda, 1}, opts),
-             b_.narrow(1, n0, n1 - n0));
+  const at::Tensor a_rows = at::from_blob(const_cast<T*>(a), {M, K}, {lda, 1}, opts);
+  if (accumulate) {
+    out.addmm_(a_rows, b_.narrow(1, n0, n1 - n0));
+  } else {
+    at::mm_out(out, a_rows, b_.narrow(1, n0, n1 - n0));
+  }
 }
 
 template class StepMatrix<float>;

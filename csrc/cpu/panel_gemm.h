@@ -80,11 +80,11 @@ class StepMatrix {
   // dispatcher state, and an exception there could not reach the caller.
   bool packed() const { return packed_.has_value() || bf16_.has_value(); }
 
-  // Columns [n0, n1) of c = a @ B for a (M, K) and c (M, N), contiguous rows
-  // of stride lda and ldc. n0 and n1 must be multiples of kStepColumns<T>
-  // (n1 may also be N).
-  void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0,
-                int64_t n1) const;
+  // Columns [n0, n1) of c = a @ B (c += a @ B when accumulate) for a (M, K)
+  // and c (M, N), contiguous rows of stride lda and ldc. n0 and n1 must be
+  // multiples of kStepColumns<T> (n1 may also be N).
+  void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0, int64_t n1,
+                bool accumulate = false) const;
 
  private:
   at::Tensor b_;

@@ -102,7 +102,8 @@ void recurrent_product(at::Tensor& out, const at::Tensor& h, const at::Tensor& w
   }
 }
 
-bool persistent_forward(const LayerForward& f, k::DType dt, cudaStream_t stream) {
+bool persistent_forward(const LayerForward& f, const at::Tensor& G, k::DType dt,
+                        cudaStream_t stream) {
   const PersistentMode mode = persistent_mode();
   const StepRows& steps = *f.steps;
   const int64_t B = steps.B(), H = f.c.size(1);
@@ -118,7 +119,7 @@ bool persistent_forward(const LayerForward& f, k::DType dt, cudaStream_t stream)
                                    lengths_of(steps),
                                    f.reverse,
                                    f.reset,
-                                   f.G.data_ptr(),
+                                   G.data_ptr(),
                                    w.data_ptr(),
                                    hbuf.data_ptr(),
                                    f.h.data_ptr(),
@@ -129,12 +130,12 @@ bool persistent_forward(const LayerForward& f, k::DType dt, cudaStream_t stream)
   return launched(k::persistent_forward(dt, a, *plan, stream), mode);
 }
 
-void forward_steps(const LayerForward& f, k::DType dt, cudaStream_t stream) {
+void forward_steps(const LayerForward& f, const at::Tensor& G, k::DType dt, cudaStream_t stream) {
   const StepRows& steps = *f.steps;
   const int64_t T = steps.T(), B = steps.B(), H = f.c.size(1), P = f.h.size(1);
   const bool proj = f.w_hr.defined();
   at::Tensor R = at::empty({B, 4 * H}, f.c.options());
-  at::Tensor r = proj ? at::empty({B, H}, f.G.options()) : at::Tensor();
+  at::Tensor r = proj ? at::empty({B, H}, G.options()) : at::Tensor();
   const at::Tensor w_hh_t = f.w_hh.t();
   const at::Tensor w_hr_t = proj ? f.w_hr.t() : at::Tensor();
   for (int64_t i = 0; i < T; ++i) {
@@ -142,7 +143,7 @@ void forward_steps(const LayerForward& f, k::DType dt, cudaStream_t stream) {
     at::Tensor Rn = R.narrow(0, 0, s.nb);
     recurrent_product(Rn, f.h.narrow(0, 0, s.nb), w_hh_t);
     const k::ForwardGateArgs a{s,
-                               f.G.data_ptr(),
+                               G.data_ptr(),
                                R.data_ptr(),
                                f.c.data_ptr(),
                                proj ? r.data_ptr() : f.h.data_ptr(),
@@ -230,10 +231,19 @@ void backward_steps(const LayerBackward& lb, k::DType dt, cudaStream_t stream) {
 }
 
 void forward_layer_cuda(const LayerForward& f) {
-  const c10::cuda::CUDAGuard guard(f.G.device());
-  const k::DType dt = dtype_of(f.G.scalar_type());
+  const c10::cuda::CUDAGuard guard(f.x.device());
+  const k::DType dt = dtype_of(f.x.scalar_type());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (!persistent_forward(f, dt, stream)) forward_steps(f, dt, stream);
+  // The pre-activations of all steps in one GEMM; the gate pass turns them
+  // into the gates in place.
+  at::Tensor G =
+      f.gates.defined() ? f.gates : at::empty({f.x.size(0), f.w_ih.size(0)}, f.x.options());
+  if (f.bias.defined()) {
+    at::addmm_out(G, f.bias, f.x, f.w_ih.t());
+  } else {
+    at::mm_out(G, f.x, f.w_ih.t());
+  }
+  if (!persistent_forward(f, G, dt, stream)) forward_steps(f, G, dt, stream);
 }
 
 void backward_layer_cuda(const LayerBackward& b) {

@@ -29,7 +29,7 @@ at::Tensor state_or_zeros(const std::optional<at::Tensor>& t, at::IntArrayRef sh
 // dx += dG @ w_ih (dx undefined: dx = dG @ w_ih).
 void add_input_grad(at::Tensor& dx, const at::Tensor& dG, const at::Tensor& w_ih,
                     const LayerKernels& k) {
-  at::Tensor part = k.linear(dG, w_ih.t(), at::Tensor());
+  at::Tensor part = k.linear(dG, w_ih.t());
   if (dx.defined()) {
     dx.add_(part);
   } else {

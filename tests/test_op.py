@@ -136,6 +136,14 @@ def test_input_projection_in_passes_of_steps(packed):
     compare_with_reference(a, dict(rtol=1e-9, atol=1e-10))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_input_deeper_than_one_depth_block(dtype):
+    # The projection starts from the bias in its first block of 2048 input
+    # features and adds the later blocks onto it.
+    a = op_args(T=3, B=2, I=2100, H=20, layers=1, dtype=dtype)
+    compare_with_reference(a, dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4))
+
+
 class CountOps(TorchDispatchMode):
     def __init__(self):
         super().__init__()

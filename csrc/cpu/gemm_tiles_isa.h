@@ -19,7 +19,9 @@ void tile(const Tile<T>& t) {
   for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)  // the np panels are adjacent columns of c
-      acc[m][v] = t.accumulate ? A::load(t.c + m * t.ldc + v * W) : A::zero();
+      acc[m][v] = t.accumulate ? A::load(t.c + m * t.ldc + v * W)
+                  : t.init     ? A::load(t.init + v * W)
+                               : A::zero();
   }
   const T* b = t.b;
   const T* a = t.a;

@@ -52,21 +52,6 @@ struct ForwardBuffers {
     }
   }
 
-  // The bias into units [u0, u1) of each gate of `rows` rows of G, which the
-  // projection then accumulates onto.
-  void fill_bias(T* G, int64_t rows, int64_t u0, int64_t u1) const {
-    for (int64_t row = 0; row < rows; ++row) {
-      for (int64_t q = 0; q < 4; ++q) {
-        T* g = G + row * 4 * H + q * H;
-        if (bias != nullptr) {
-          std::copy(bias + q * H + u0, bias + q * H + u1, g + u0);
-        } else {
-          std::fill(g + u0, g + u1, T(0));
-        }
-      }
-    }
-  }
-
   // Units [u0, u1) of the gate pass of time t, whose pre-activations start
   // at G: activations, cell update, and h (or r) into h_next.
   void gate_pass(int64_t t, T* G, T* h_next, int64_t u0, int64_t u1) const {
@@ -152,9 +137,9 @@ void forward_steps(const LayerForward& f) {
         const int64_t row0 = steps.offset(lo), rows = steps.offset(hi) + steps.batch(hi) - row0;
         g_row0 = save ? 0 : row0;
         T* g = G_rows + (row0 - g_row0) * 4 * H;
-        buf.fill_bias(g, rows, u0, u1);
         for (int64_t q = 0; q < 4; ++q)
-          w_in[q].multiply(rows, x_rows + row0 * I, I, g + q * H, 4 * H, u0, u1, true);
+          w_in[q].multiply(rows, x_rows + row0 * I, I, g + q * H, 4 * H, u0, u1,
+                           buf.bias != nullptr ? buf.bias + q * H : nullptr);
       }
       const int64_t nb = steps.batch(t);
       const T* h_cur = hbuf[k % 2];

@@ -89,9 +89,10 @@ struct BlockRunner {
 
   // Rows [0, rows) of a (row stride lda, depth kc starting at k0, a_step
   // between depths) against panels [p0, p1), into c (rows, ldc) whose column
-  // 0 is panel 0's.
+  // 0 is panel 0's, starting from init (a row of N, or null) unless
+  // accumulate.
   void run(int64_t rows, const T* a, int64_t lda, int64_t a_step, int64_t k0, int64_t kc,
-           int64_t p0, int64_t p1, Acc* c, int64_t ldc, bool accumulate) const {
+           int64_t p0, int64_t p1, Acc* c, int64_t ldc, bool accumulate, const Acc* init) const {
     constexpr int64_t NR = kPanelWidth<T>;
     const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
@@ -103,9 +104,11 @@ struct BlockRunner {
       for (int64_t i = 0; i < blocks; ++i) {
         const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
         const int r = static_cast<int>(r1 - r0);
-        const Tile<T> t{kc,     a + r0 * lda,          lda, panels + (p * K + k0) * NR,
-                        K * NR, c + r0 * ldc + p * NR, ldc, accumulate,
-                        a_step};
+        const Tile<T> t{kc,     a + r0 * lda,
+                        lda,    panels + (p * K + k0) * NR,
+                        K * NR, c + r0 * ldc + p * NR,
+                        ldc,    accumulate,
+                        a_step, init != nullptr ? init + p * NR : nullptr};
         TileFn<T> f = tiles.fn[r][n_here];
         if (p < full) {
           f(t);
@@ -122,7 +125,10 @@ struct BlockRunner {
     Acc buf[kMaxTileRows * NR];
     for (int m = 0; m < rows; ++m) {
       for (int64_t j = 0; j < NR; ++j) {
-        buf[m * NR + j] = t.accumulate && j < valid ? t.c[m * t.ldc + j] : Acc(0);
+        buf[m * NR + j] = j >= valid     ? Acc(0)
+                          : t.accumulate ? t.c[m * t.ldc + j]
+                          : t.init       ? t.init[j]
+                                         : Acc(0);
       }
     }
     Acc* c = t.c;
@@ -130,6 +136,7 @@ struct BlockRunner {
     t.c = buf;
     t.ldc = NR;
     t.accumulate = true;
+    t.init = nullptr;
     f(t);
     for (int m = 0; m < rows; ++m) std::memcpy(c + m * ldc, buf + m * NR, valid * sizeof(Acc));
   }
@@ -229,27 +236,32 @@ PanelMatrix<T>::PanelMatrix(const acc_t<T>* b, int64_t K, int64_t N, int64_t sk,
 template <typename T>
 void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
                                      int64_t p0, int64_t p1, int64_t a_step,
-                                     bool accumulate) const {
+                                     const acc_t<T>* init) const {
   p1 = std::min(p1, count_);
   if (M <= 0 || p0 >= p1) return;
   if (K_ == 0) {
-    if (accumulate) return;
     const int64_t n0 = p0 * kPanelWidth<T>, n1 = std::min(N_, p1 * kPanelWidth<T>);
-    for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc + n0, c + m * ldc + n1, acc_t<T>(0));
+    for (int64_t m = 0; m < M; ++m) {
+      if (init != nullptr) {
+        std::copy(init + n0, init + n1, c + m * ldc + n0);
+      } else {
+        std::fill(c + m * ldc + n0, c + m * ldc + n1, acc_t<T>(0));
+      }
+    }
     return;
   }
   const BlockRunner<T> runner{data_, K_, N_};
   for (int64_t k0 = 0; k0 < K_; k0 += kDepthBlock) {
     const int64_t kc = std::min(kDepthBlock, K_ - k0);
-    runner.run(M, a + k0 * a_step, lda, a_step, k0, kc, p0, p1, c, ldc, accumulate || k0 > 0);
+    runner.run(M, a + k0 * a_step, lda, a_step, k0, kc, p0, p1, c, ldc, k0 > 0, init);
   }
 }
 
 template <typename T>
 void PanelMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
-                              int64_t a_step, bool accumulate) const {
+                              int64_t a_step) const {
   at::parallel_for(0, count_, 1, [&](int64_t p0, int64_t p1) {
-    multiply_panels(M, a, lda, c, ldc, p0, p1, a_step, accumulate);
+    multiply_panels(M, a, lda, c, ldc, p0, p1, a_step);
   });
 }
 
@@ -282,7 +294,7 @@ StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
 
 template <typename T>
 void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0,
-                             int64_t n1, bool accumulate) const {
+                             int64_t n1, const T* init) const {
   static_assert(kStepColumns<T> == kPanelWidth<T>, "a thread's columns are whole panels");
   if (M <= 0 || n0 >= n1) return;
   // A share that did not start on a panel would write its neighbour's
@@ -296,21 +308,22 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
       rows.resize(M * K2);
       rows_to_bf16(a, M, K, lda, rows.data(), K2);
       bf16_->multiply_panels(M, rows.data(), K2, c, ldc, n0 / kStepColumns<T>,
-                             ceil_div(n1, kStepColumns<T>), 1, accumulate);
+                             ceil_div(n1, kStepColumns<T>), 1, init);
       return;
     }
   }
   if (packed_) {
     packed_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>, ceil_div(n1, kStepColumns<T>),
-                             1, accumulate);
+                             1, init);
     return;
   }
   const int64_t K = b_.size(0);
   const auto opts = b_.options();
   at::Tensor out = at::from_blob(c + n0, {M, n1 - n0}, {ldc, 1}, opts);
   const at::Tensor a_rows = at::from_blob(const_cast<T*>(a), {M, K}, {lda, 1}, opts);
-  if (accumulate) {
-    out.addmm_(a_rows, b_.narrow(1, n0, n1 - n0));
+  if (init != nullptr) {
+    at::addmm_out(out, at::from_blob(const_cast<T*>(init) + n0, {n1 - n0}, opts), a_rows,
+                  b_.narrow(1, n0, n1 - n0));
   } else {
     at::mm_out(out, a_rows, b_.narrow(1, n0, n1 - n0));
   }
@@ -368,12 +381,11 @@ at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b) {
   return out;
 }
 
-at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w) {
   if (!panel_gemm_enabled(x.scalar_type()) || w.scalar_type() != x.scalar_type())
-    return b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
+    return at::mm(x, w.t());
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   at::Tensor out = workspace_empty({M, N}, x.options());
-  if (b.defined()) out.copy_(b.expand({M, N}));  // the tiles then accumulate onto the bias
   if (bf16_operands(x, w)) {
     // x's rows rounded to bfloat16, padded to an even depth.
     const int64_t K2 = padded_depth<c10::BFloat16>(K);
@@ -381,8 +393,7 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     if (K2 > K) rows.narrow(1, K, 1).zero_();
     rows.narrow(1, 0, K).copy_(x);
     const PanelMatrix<c10::BFloat16> panels = bf16_panels(w, true);
-    panels.multiply(M, rows.const_data_ptr<c10::BFloat16>(), K2, out.mutable_data_ptr<float>(), N,
-                    1, b.defined());
+    panels.multiply(M, rows.const_data_ptr<c10::BFloat16>(), K2, out.mutable_data_ptr<float>(), N);
     return out;
   }
   const at::Tensor xc = x.contiguous();
@@ -390,8 +401,7 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor
     // B(k, n) = w[n, k].
     const PanelMatrix<scalar_t> panels(w.const_data_ptr<scalar_t>(), K, N, w.stride(1),
                                        w.stride(0));
-    panels.multiply(M, xc.const_data_ptr<scalar_t>(), K, out.mutable_data_ptr<scalar_t>(), N, 1,
-                    b.defined());
+    panels.multiply(M, xc.const_data_ptr<scalar_t>(), K, out.mutable_data_ptr<scalar_t>(), N);
   });
   return out;
 }

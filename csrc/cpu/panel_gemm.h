@@ -49,17 +49,18 @@ class PanelMatrix {
   // B(k, n) = b[k * sk + n * sn]; a float b for bfloat16 panels, rounded.
   PanelMatrix(const acc_t<T>* b, int64_t K, int64_t N, int64_t sk, int64_t sn);
 
-  // Columns [p0, p1) * panel width (clipped to N) of c = a @ B on the calling
-  // thread, for c (M, N) of row stride ldc and a (M, K) with a(m, k) at
-  // a[m * lda + k * a_step]. For bfloat16, K is rounded up to even with a
-  // zero depth in a, and a(m, k), a(m, k + 1) of an even k are adjacent.
+  // Columns [p0, p1) * panel width (clipped to N) of c = init + a @ B on the
+  // calling thread, for c (M, N) of row stride ldc, a (M, K) with a(m, k) at
+  // a[m * lda + k * a_step], and init a row of N added to every row (a bias)
+  // or null. For bfloat16, K is rounded up to even with a zero depth in a,
+  // and a(m, k), a(m, k + 1) of an even k are adjacent.
   void multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc, int64_t p0,
-                       int64_t p1, int64_t a_step = 1, bool accumulate = false) const;
+                       int64_t p1, int64_t a_step = 1, const acc_t<T>* init = nullptr) const;
 
   // All of c = a @ B, the panels split between ATen's threads: the products
   // over all steps.
-  void multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc, int64_t a_step = 1,
-                bool accumulate = false) const;
+  void multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
+                int64_t a_step = 1) const;
 
  private:
   at::Tensor panels_;
@@ -80,11 +81,12 @@ class StepMatrix {
   // dispatcher state, and an exception there could not reach the caller.
   bool packed() const { return packed_.has_value() || bf16_.has_value(); }
 
-  // Columns [n0, n1) of c = a @ B (c += a @ B when accumulate) for a (M, K)
-  // and c (M, N), contiguous rows of stride lda and ldc. n0 and n1 must be
-  // multiples of kStepColumns<T> (n1 may also be N).
+  // Columns [n0, n1) of c = init + a @ B for a (M, K), c (M, N), contiguous
+  // rows of stride lda and ldc, and init a row of N added to every row (a
+  // bias) or null. n0 and n1 must be multiples of kStepColumns<T> (n1 may
+  // also be N).
   void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0, int64_t n1,
-                bool accumulate = false) const;
+                const T* init = nullptr) const;
 
  private:
   at::Tensor b_;
@@ -97,9 +99,9 @@ class StepMatrix {
 // at::mm where the panels do not run.
 at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b);
 
-// x @ w^T + b (b may be undefined) over all steps, into a recycled buffer
-// (workspace.h): the input projection and dx. w may have any strides.
-at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+// x @ w^T over all steps, into a recycled buffer (workspace.h): dx = dG @
+// w_ih. w may have any strides.
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w);
 
 // a @ b for 2-D CPU tensors through StepMatrix, its panels split between
 // threads as the time loops split them: what tests and benchmarks call.

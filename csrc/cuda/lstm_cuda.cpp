@@ -254,9 +254,7 @@ void backward_layer_cuda(const LayerBackward& b) {
 }
 
 // cuBLAS through ATen, and the caching allocator's buffers.
-at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return b.defined() ? at::addmm(b, x, w.t()) : at::mm(x, w.t());
-}
+at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w) { return at::mm(x, w.t()); }
 at::Tensor weight_grad_cuda(const at::Tensor& a, const at::Tensor& b) { return at::mm(a.t(), b); }
 at::Tensor empty_cuda(at::IntArrayRef shape, const at::TensorOptions& options) {
   return at::empty(shape, options);

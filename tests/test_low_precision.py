@@ -55,11 +55,15 @@ def outputs_and_grads(m, x, **kwargs):
         dict(proj_size=3, num_layers=2),
         # Odd depths everywhere: bfloat16 products pair depths and pad the last.
         dict(input_size=5, hidden_size=7, proj_size=3, num_layers=2, bidirectional=True),
+        # Two threads, and the input projected in passes of 4 steps.
+        dict(input_size=40, hidden_size=48, bidirectional=True, batch=40),
     ],
 )
 def test_low_precision_like_nn_lstm(dtype, cfg):
+    cfg = dict(cfg)
+    batch = cfg.pop("batch", 3)
     ref, ours, oracle = low_pair(dtype, **cfg)
-    x = torch.randn(7, 3, cfg.get("input_size", 6), generator=torch.Generator().manual_seed(1)).to(dtype)
+    x = torch.randn(7, batch, cfg.get("input_size", 6), generator=torch.Generator().manual_seed(1)).to(dtype)
     got, peer = outputs_and_grads(ours, x), outputs_and_grads(ref, x)
     want = outputs_and_grads(oracle, x.double())
     bound = 2e-2 if dtype == torch.bfloat16 else 4e-3

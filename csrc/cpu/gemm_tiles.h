@@ -28,6 +28,13 @@ using acc_t = typename Accumulator<T>::type;
 template <typename T>
 constexpr int64_t kDepthGroup = std::is_same_v<T, c10::BFloat16> ? 2 : 1;
 
+// K rounded up to a whole depth group: the depth of a packed panel, and of a
+// row of bfloat16 A.
+template <typename T>
+constexpr int64_t padded_depth(int64_t K) {
+  return (K + kDepthGroup<T> - 1) / kDepthGroup<T> * kDepthGroup<T>;
+}
+
 // Columns per packed panel: two AVX2 vectors of the accumulator, so a tile
 // row of one panel is two accumulators. Element (k, j) of a panel sits at
 // (k / G) * G * width + j * G + k % G for G = kDepthGroup<T>.

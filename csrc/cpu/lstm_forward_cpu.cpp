@@ -10,6 +10,7 @@
 #include "lstm_cpu.h"
 #include "panel_gemm.h"
 #include "step_team.h"
+#include "workspace.h"
 
 namespace rnnkernels {
 namespace {
@@ -114,6 +115,21 @@ void forward_steps(const LayerForward& f) {
                               f.cells.defined() ? f.cells.data_ptr<T>() : nullptr};
   const T* const x_rows = x.const_data_ptr<T>();
   T* const G_rows = G.data_ptr<T>();
+  // A bfloat16 call's products (BFloat16Products) read x rounded once, and h
+  // rounded once a step by each thread, not once per gate.
+  const bool rounds = w_gate[0].rounds();
+  const int64_t I2 = padded_depth<c10::BFloat16>(I), P2 = padded_depth<c10::BFloat16>(P);
+  auto round_rows = [](const T* a, int64_t M, int64_t K, c10::BFloat16* out, int64_t ldo) {
+    if constexpr (std::is_same_v<T, float>) rows_to_bf16(a, M, K, K, out, ldo);
+  };
+  const at::Tensor x16 =
+      rounds ? workspace_empty({x.size(0), I2}, x.options().dtype(at::kBFloat16)) : at::Tensor();
+  const c10::BFloat16* const x16_rows = rounds ? x16.const_data_ptr<c10::BFloat16>() : nullptr;
+  if (rounds) {
+    at::parallel_for(0, x.size(0), 256, [&](int64_t r0, int64_t r1) {
+      round_rows(x_rows + r0 * I, r1 - r0, I, x16.mutable_data_ptr<c10::BFloat16>() + r0 * I2, I2);
+    });
+  }
 
   const int64_t t_first = f.reverse ? T_ - 1 : 0;
   buf.zero_reset_rows(t_first, hbuf[0], P, 0, P);
@@ -125,6 +141,7 @@ void forward_steps(const LayerForward& f) {
   run_team(threads, [&](const Team& team) {
     const auto [u0, u1, p0, p1] = split.range(team);
     int64_t g_row0 = 0;  // the packed row G_rows starts at (when not saving)
+    std::vector<c10::BFloat16> h16(rounds ? B * P2 : 0);
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = f.reverse ? T_ - 1 - k : k;
       const int64_t t_next = f.reverse ? t - 1 : t + 1;
@@ -137,15 +154,26 @@ void forward_steps(const LayerForward& f) {
         const int64_t row0 = steps.offset(lo), rows = steps.offset(hi) + steps.batch(hi) - row0;
         g_row0 = save ? 0 : row0;
         T* g = G_rows + (row0 - g_row0) * 4 * H;
-        for (int64_t q = 0; q < 4; ++q)
-          w_in[q].multiply(rows, x_rows + row0 * I, I, g + q * H, 4 * H, u0, u1,
-                           buf.bias != nullptr ? buf.bias + q * H : nullptr);
+        for (int64_t q = 0; q < 4; ++q) {
+          const T* bias_q = buf.bias != nullptr ? buf.bias + q * H : nullptr;
+          if (rounds) {
+            w_in[q].multiply(rows, x16_rows + row0 * I2, I2, g + q * H, 4 * H, u0, u1, bias_q);
+          } else {
+            w_in[q].multiply(rows, x_rows + row0 * I, I, g + q * H, 4 * H, u0, u1, bias_q);
+          }
+        }
       }
       const int64_t nb = steps.batch(t);
       const T* h_cur = hbuf[k % 2];
       T* h_next = hbuf[(k + 1) % 2];
-      for (int64_t q = 0; q < 4; ++q)
-        w_gate[q].multiply(nb, h_cur, P, buf.R + q * H, 4 * H, u0, u1);
+      if (rounds) round_rows(h_cur, nb, P, h16.data(), P2);
+      for (int64_t q = 0; q < 4; ++q) {
+        if (rounds) {
+          w_gate[q].multiply(nb, h16.data(), P2, buf.R + q * H, 4 * H, u0, u1);
+        } else {
+          w_gate[q].multiply(nb, h_cur, P, buf.R + q * H, 4 * H, u0, u1);
+        }
+      }
       buf.gate_pass(t, G_rows + (steps.offset(t) - g_row0) * 4 * H, h_next, u0, u1);
       buf.zero_reset_rows(t_next, buf.c, H, u0, u1);
       if (!proj) {

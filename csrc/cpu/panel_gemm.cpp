@@ -45,12 +45,6 @@ bool wide_tiles() {
 
 thread_local bool bf16_scope = false;
 
-// Rounded up to a whole depth group.
-template <typename T>
-int64_t padded_depth(int64_t K) {
-  return ceil_div(K, kDepthGroup<T>) * kDepthGroup<T>;
-}
-
 // The tiles of one depth block: panels in the outer loop, so each panel's
 // slice is read once while the rows of a (a few, at step shapes) stay in
 // cache. The tile over the last, partly filled panel goes through a
@@ -307,8 +301,7 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
       thread_local std::vector<c10::BFloat16> rows;
       rows.resize(M * K2);
       rows_to_bf16(a, M, K, lda, rows.data(), K2);
-      bf16_->multiply_panels(M, rows.data(), K2, c, ldc, n0 / kStepColumns<T>,
-                             ceil_div(n1, kStepColumns<T>), 1, init);
+      multiply(M, rows.data(), K2, c, ldc, n0, n1, init);
       return;
     }
   }
@@ -326,6 +319,19 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
                   b_.narrow(1, n0, n1 - n0));
   } else {
     at::mm_out(out, a_rows, b_.narrow(1, n0, n1 - n0));
+  }
+}
+
+template <typename T>
+void StepMatrix<T>::multiply(int64_t M, const c10::BFloat16* a, int64_t lda, T* c, int64_t ldc,
+                             int64_t n0, int64_t n1, const T* init) const {
+  if constexpr (std::is_same_v<T, float>) {
+    assert(bf16_);
+    if (M <= 0 || n0 >= n1) return;
+    bf16_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>, ceil_div(n1, kStepColumns<T>),
+                           1, init);
+  } else {
+    assert(false && "double products never round to bfloat16");
   }
 }
 

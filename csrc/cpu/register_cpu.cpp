@@ -27,15 +27,23 @@ std::optional<BFloat16Products> bf16_products(at::ScalarType dtype) {
   return dtype == at::kBFloat16 ? std::make_optional<BFloat16Products>() : std::nullopt;
 }
 
+// t in dtype, a copy from the workspace: the widened inputs are the
+// kernels' own, and a fresh multi-MiB buffer each call is new pages.
+at::Tensor cast(const at::Tensor& t, at::ScalarType dtype) {
+  if (t.scalar_type() == dtype) return t;
+  return workspace_empty(t.sizes(), t.options().dtype(dtype)).copy_(t);
+}
+
 // Casts the tensors (and lists of tensors) in stack slots [first, first + n)
-// to dtype.
-void cast_slots(torch::jit::Stack& s, size_t first, size_t n, at::ScalarType dtype) {
+// to dtype; `internal` when the casts are the kernels' inputs, not results.
+void cast_slots(torch::jit::Stack& s, size_t first, size_t n, at::ScalarType dtype,
+                bool internal = true) {
   for (size_t i = first; i < first + n; ++i) {
     if (s[i].isTensor()) {
-      s[i] = s[i].toTensor().to(dtype);
+      s[i] = internal ? cast(s[i].toTensor(), dtype) : s[i].toTensor().to(dtype);
     } else if (s[i].isTensorList()) {
       std::vector<at::Tensor> list = s[i].toTensorVector();
-      for (at::Tensor& t : list) t = t.to(dtype);
+      for (at::Tensor& t : list) t = internal ? cast(t, dtype) : t.to(dtype);
       s[i] = list;
     }
   }
@@ -49,7 +57,7 @@ void forward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   cast_slots(s, first, 4, at::kFloat);  // input, hx, cx, params
   const std::optional<BFloat16Products> products = bf16_products(dtype);
   run_forward(stack, kCpuKernels);
-  cast_slots(s, s.size() - 4, 3, dtype);  // output, hy, cy; saved stays float
+  cast_slots(s, s.size() - 4, 3, dtype, false);  // output, hy, cy; saved stays float
 }
 
 void backward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
@@ -62,7 +70,7 @@ void backward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   cast_slots(s, input + LstmArgs::kCount, 1, at::kFloat);  // output
   const std::optional<BFloat16Products> products = bf16_products(dtype);
   run_backward(stack, kCpuKernels);
-  cast_slots(s, s.size() - 4, 4, dtype);
+  cast_slots(s, s.size() - 4, 4, dtype, false);
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Gate math and time bookkeeping shared by the CPU and CUDA kernels.
 //
 // Everything here is plain C++ on scalars so that the CPU build (and its
-// tests) exercise exactly the formulas the GPU kernels run.
+// tests) exercise the formulas the GPU kernels run; the CPU's vector code
+// runs them with its own exp, tanh and reciprocals (csrc/cpu/gate_rows_isa.h).
 #pragma once
 
 #include <math.h>
@@ -21,7 +22,7 @@ RNNK_HD float tanh_(float x) { return tanhf(x); }
 RNNK_HD double tanh_(double x) { return tanh(x); }
 
 // Elementary functions by arithmetic type. Scalars use libm; the CPU build
-// specialises this for SIMD vectors (csrc/cpu/simd_math.h) so that the cell
+// specialises this for SIMD vectors (csrc/cpu/gate_rows_isa.h) so that the cell
 // formulas below run on whole vectors without being written twice.
 template <typename T>
 struct MathFns {

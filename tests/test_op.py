@@ -126,14 +126,45 @@ def test_float32_matches_reference():
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_input_projection_in_passes_of_steps(packed):
+@pytest.mark.parametrize("H", [32, 37])
+def test_input_projection_in_passes_of_steps(packed, H):
     # The CPU projects the input a few steps at a time (ceil(128 / B) steps at
     # B = 40), on every thread of the team: a sequence of many passes, the
-    # reverse direction's passes running backwards over the packed rows.
+    # reverse direction's passes running backwards over the packed rows, the
+    # last panel partly filled at H = 37. Saving for backward, the passes
+    # write the saved gates; in inference, a buffer of one pass.
     g = torch.Generator().manual_seed(1)
     lengths = sorted(torch.randint(1, 24, (40,), generator=g).tolist(), reverse=True) if packed else None
-    a = op_args(T=23, B=40, I=20, H=32, proj=0, reset_p=0.1, window=5, lengths=lengths)
+    a = op_args(T=23, B=40, I=20, H=H, proj=0, reset_p=0.1, window=5, lengths=lengths)
     compare_with_reference(a, dict(rtol=1e-9, atol=1e-10))
+    detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
+    detached["params"] = [p.detach() for p in a["params"]]
+    with torch.no_grad():
+        assert_close_all(OP(**detached), reference.lstm(**detached), rtol=1e-9, atol=1e-10)
+
+
+def test_float32_gate_math_is_within_a_few_ulp():
+    # Bias-only pre-activations (zero weights, zero state) over a wide range:
+    # one step gives c = sigmoid(i) * tanh(g) and h = sigmoid(o) * tanh(c),
+    # through the vector exp, tanh and reciprocals, on 48 units (whole
+    # AVX-512 and AVX2 vectors).
+    H, B = 48, 64
+    pre = torch.linspace(-30, 30, 4 * H * B, dtype=torch.float64).view(B, 4, H)
+    outs, want = [], []
+    for b in range(B):
+        a = op_args(T=1, B=1, I=1, H=H, layers=1, bidirectional=False, with_hx=False, dtype=torch.float32)
+        params = [torch.zeros(4 * H, 1), torch.zeros(4 * H, H), pre[b].reshape(-1).float(), torch.zeros(4 * H)]
+        args = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in a.items()}
+        args["params"] = params
+        with torch.no_grad():
+            _, h, c = OP(**args)
+        p = pre[b].float().double()
+        c64 = torch.sigmoid(p[0]) * torch.tanh(p[2])
+        outs.append(torch.cat([h.view(-1), c.view(-1)]).double())
+        want.append(torch.cat([torch.sigmoid(p[3]) * torch.tanh(c64), c64]))
+    got, exact = torch.cat(outs), torch.cat(want)
+    ulp = torch.finfo(torch.float32).eps * exact.abs().float().clamp_min(torch.finfo(torch.float32).tiny).double()
+    assert ((got - exact).abs() / ulp).max() < 4  # 2.2 measured
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -138,10 +138,12 @@ void forward_steps(const LayerForward& f) {
   const StepSplit split{H, P, kStepColumns<T>};
   const bool packed = w_gate[0].packed() && w_in[0].packed() && (!w_hr_t || w_hr_t->packed());
   const int threads = split.threads(B, packed);
+  // Each thread's rounded h; allocated here, since nothing may throw in a team.
+  std::vector<c10::BFloat16> h16_all(rounds ? threads * B * P2 : 0);
   run_team(threads, [&](const Team& team) {
     const auto [u0, u1, p0, p1] = split.range(team);
     int64_t g_row0 = 0;  // the packed row G_rows starts at (when not saving)
-    std::vector<c10::BFloat16> h16(rounds ? B * P2 : 0);
+    c10::BFloat16* const h16 = rounds ? h16_all.data() + team.id * B * P2 : nullptr;
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = f.reverse ? T_ - 1 - k : k;
       const int64_t t_next = f.reverse ? t - 1 : t + 1;
@@ -166,10 +168,10 @@ void forward_steps(const LayerForward& f) {
       const int64_t nb = steps.batch(t);
       const T* h_cur = hbuf[k % 2];
       T* h_next = hbuf[(k + 1) % 2];
-      if (rounds) round_rows(h_cur, nb, P, h16.data(), P2);
+      if (rounds) round_rows(h_cur, nb, P, h16, P2);
       for (int64_t q = 0; q < 4; ++q) {
         if (rounds) {
-          w_gate[q].multiply(nb, h16.data(), P2, buf.R + q * H, 4 * H, u0, u1);
+          w_gate[q].multiply(nb, h16, P2, buf.R + q * H, 4 * H, u0, u1);
         } else {
           w_gate[q].multiply(nb, h_cur, P, buf.R + q * H, 4 * H, u0, u1);
         }

@@ -181,15 +181,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
       // The gradients that are one GEMM or reduction each over all steps.
       const at::Tensor dG_dir = dG[dir];
       at::Tensor* dp = &dparams[(layer * d.D + dir) * d.per_group];
-      dp[0] = kernels.weight_grad(dG_dir, x);
-      dp[1] = kernels.weight_grad(dG_dir, h_prev);
+      const std::vector<at::Tensor> dW = kernels.weight_grad(dG_dir, {x, h_prev});
+      dp[0] = dW[0];
+      dp[1] = dW[1];
       if (a.has_biases) {
         dp[2] = dG_dir.sum(0);
         dp[3] = dp[2].clone();
       }
       if (d.proj)
         dp[a.has_biases ? 4 : 2] =
-            d.rows > 0 ? kernels.weight_grad(dh_all, r_all) : at::zeros({d.P, d.H}, opts);
+            d.rows > 0 ? kernels.weight_grad(dh_all, {r_all})[0] : at::zeros({d.P, d.H}, opts);
       if (need_dx) add_input_grad(dx, dG_dir, w.w_ih, kernels);
     }
     if (layer > 0) {

@@ -57,10 +57,11 @@ struct LayerBackward {
 struct LayerKernels {
   void (*forward)(const LayerForward&);
   void (*backward)(const LayerBackward&);
-  // The backend's best GEMMs over all steps: x @ w^T (dx) and a^T @ b (the
-  // weight gradients), and its buffers for the activations.
+  // The backend's best GEMMs over all steps: x @ w^T (dx) and a^T @ b for
+  // each b (the weight gradients, which share a = dG), and its buffers for
+  // the activations.
   at::Tensor (*linear)(const at::Tensor& x, const at::Tensor& w);
-  at::Tensor (*weight_grad)(const at::Tensor& a, const at::Tensor& b);
+  std::vector<at::Tensor> (*weight_grad)(const at::Tensor& a, at::TensorList bs);
   at::Tensor (*empty)(at::IntArrayRef shape, const at::TensorOptions& options);
 };
 

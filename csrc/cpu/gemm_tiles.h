@@ -94,9 +94,8 @@ void rows_to_bf16(const float* a, int64_t M, int64_t K, int64_t lda, c10::BFloat
                   int64_t ldo);
 
 // out[2j] = even[j] and out[2j + 1] = odd[j] (zero where odd is null) for
-// j < n, rounded to bfloat16: two depths of a row of a bfloat16 panel, or of
-// a^T when the depth runs down a's columns. Only where avx512_tile_bf16 is
-// not null.
+// j < n, rounded to bfloat16: two depths of a row of a bfloat16 panel. Only
+// where avx512_tile_bf16 is not null.
 void pairs_to_bf16(const float* even, const float* odd, int64_t n, c10::BFloat16* out);
 
 }  // namespace rnnkernels

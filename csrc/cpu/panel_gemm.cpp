@@ -340,26 +340,31 @@ template class StepMatrix<double>;
 
 namespace {
 
-// a^T @ b for float a (K, M) and b (K, N) on bfloat16 panels. The tiles read
-// a pair of depths of a row of a^T as one 32-bit lane, so a is laid out as
-// pairs: (K / 2, M, 2), an odd K's last pair padded with zero.
-at::Tensor gemm_tn_bf16(const at::Tensor& a, const at::Tensor& b) {
-  const int64_t K = a.size(0), M = a.size(1), N = b.size(1), half = ceil_div(K, 2);
-  const at::Tensor ac = a.contiguous();
-  at::Tensor pairs = workspace_empty({half, M, 2}, a.options().dtype(at::kBFloat16));
-  const float* src = ac.const_data_ptr<float>();
-  c10::BFloat16* dst = pairs.mutable_data_ptr<c10::BFloat16>();
-  at::parallel_for(0, half, 16, [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* even = src + 2 * h * M;
-      pairs_to_bf16(even, 2 * h + 1 < K ? even + M : nullptr, M, dst + 2 * h * M);
+// out (M, ldo) = a^T for a contiguous (K, M), in O (rounded for bfloat16),
+// columns [K, ldo) zeroed. A block of 16 x 16 goes through a small buffer, so
+// that every cache line of a and of out is touched once, whole: read
+// element by element, a's columns (M apart) all fall in the same few cache
+// sets, and that transpose cost a third of the GEMM it served.
+template <typename O, typename I>
+void transpose_rows(const I* a, int64_t K, int64_t M, O* out, int64_t ldo) {
+  constexpr int64_t kBlock = 16;
+  at::parallel_for(0, ceil_div(M, kBlock), 1, [&](int64_t b0, int64_t b1) {
+    I block[kBlock][kBlock];
+    for (int64_t j0 = b0 * kBlock; j0 < std::min(M, b1 * kBlock); j0 += kBlock) {
+      const int64_t nj = std::min(kBlock, M - j0);
+      for (int64_t i0 = 0; i0 < K; i0 += kBlock) {
+        const int64_t ni = std::min(kBlock, K - i0);
+        for (int64_t i = 0; i < ni; ++i)
+          std::copy(a + (i0 + i) * M + j0, a + (i0 + i) * M + j0 + nj, block[i]);
+        for (int64_t j = 0; j < nj; ++j) {
+          O* row = out + (j0 + j) * ldo + i0;
+          for (int64_t i = 0; i < ni; ++i) row[i] = O(block[i][j]);
+        }
+      }
+      for (int64_t j = j0; j < j0 + nj; ++j)
+        std::fill(out + j * ldo + K, out + (j + 1) * ldo, O(0));
     }
   });
-  const PanelMatrix<c10::BFloat16> panels = bf16_panels(b, false);
-  at::Tensor out = at::empty({M, N}, a.options());
-  panels.multiply(M, pairs.const_data_ptr<c10::BFloat16>(), 2, out.mutable_data_ptr<float>(), N,
-                  /*a_step=*/M);
-  return out;
 }
 
 bool bf16_operands(const at::Tensor& a, const at::Tensor& b) {
@@ -369,22 +374,49 @@ bool bf16_operands(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
-at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b) {
-  if (bf16_operands(a, b)) return gemm_tn_bf16(a, b);
-  if (!panel_gemm_enabled(a.scalar_type()) || a.scalar_type() != b.scalar_type() ||
-      !a.device().is_cpu())
-    return at::mm(a.t(), b);
+std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs) {
+  std::vector<at::Tensor> outs;
+  const bool bf16 =
+      std::all_of(bs.begin(), bs.end(), [&](const at::Tensor& b) { return bf16_operands(a, b); });
+  const bool panels =
+      std::all_of(bs.begin(), bs.end(),
+                  [&](const at::Tensor& b) {
+                    return b.scalar_type() == a.scalar_type() && b.device().is_cpu();
+                  }) &&
+      panel_gemm_enabled(a.scalar_type()) && a.device().is_cpu();
+  if (!bf16 && !panels) {
+    for (const at::Tensor& b : bs) outs.push_back(at::mm(a.t(), b));
+    return outs;
+  }
   const at::Tensor ac = a.contiguous();
-  const int64_t K = a.size(0), M = a.size(1), N = b.size(1);
-  at::Tensor out = at::empty({M, N}, a.options());
+  const int64_t K = a.size(0), M = a.size(1);
+  // a^T laid out as rows for the tiles. Read in place, a's columns are M
+  // apart: at M = 4H = 2048 that stride maps every depth of a tile to the
+  // same few cache sets, and the tiles ran at half speed.
+  if (bf16) {
+    const int64_t K2 = padded_depth<c10::BFloat16>(K);
+    at::Tensor rows = workspace_empty({M, K2}, a.options().dtype(at::kBFloat16));
+    transpose_rows(ac.const_data_ptr<float>(), K, M, rows.mutable_data_ptr<c10::BFloat16>(), K2);
+    for (const at::Tensor& b : bs) {
+      outs.push_back(at::empty({M, b.size(1)}, a.options()));
+      bf16_panels(b, false).multiply(M, rows.const_data_ptr<c10::BFloat16>(), K2,
+                                     outs.back().mutable_data_ptr<float>(), b.size(1));
+    }
+    return outs;
+  }
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnkernels_gemm_tn", [&] {
-    const PanelMatrix<scalar_t> panels(b.const_data_ptr<scalar_t>(), K, N, b.stride(0),
-                                       b.stride(1));
-    // Column m of a is row m of a^T: unit stride between rows, M between depths.
-    panels.multiply(M, ac.const_data_ptr<scalar_t>(), 1, out.mutable_data_ptr<scalar_t>(), N,
-                    /*a_step=*/M);
+    at::Tensor rows = workspace_empty({M, K}, a.options());
+    transpose_rows(ac.const_data_ptr<scalar_t>(), K, M, rows.mutable_data_ptr<scalar_t>(), K);
+    for (const at::Tensor& b : bs) {
+      const int64_t N = b.size(1);
+      outs.push_back(at::empty({M, N}, a.options()));
+      const PanelMatrix<scalar_t> panels(b.const_data_ptr<scalar_t>(), K, N, b.stride(0),
+                                         b.stride(1));
+      panels.multiply(M, rows.const_data_ptr<scalar_t>(), K,
+                      outs.back().mutable_data_ptr<scalar_t>(), N);
+    }
   });
-  return out;
+  return outs;
 }
 
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w) {

@@ -103,10 +103,10 @@ class StepMatrix {
   std::optional<PanelMatrix<c10::BFloat16>> bf16_;  // float products in bfloat16
 };
 
-// a^T @ b for a (K, M) and b (K, N): the weight gradients over all steps
-// (dG^T @ x), with b packed into panels and a read in place. Falls back to
-// at::mm where the panels do not run.
-at::Tensor gemm_tn(const at::Tensor& a, const at::Tensor& b);
+// a^T @ b for a (K, M) and each b (K, N) of bs: the weight gradients over
+// all steps (dG^T @ x, dG^T @ h), a transposed once for all of them, each b
+// packed into panels. Falls back to at::mm where the panels do not run.
+std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs);
 
 // x @ w^T over all steps, into a recycled buffer (workspace.h): dx = dG @
 // w_ih. w may have any strides.

@@ -255,7 +255,11 @@ void backward_layer_cuda(const LayerBackward& b) {
 
 // cuBLAS through ATen, and the caching allocator's buffers.
 at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w) { return at::mm(x, w.t()); }
-at::Tensor weight_grad_cuda(const at::Tensor& a, const at::Tensor& b) { return at::mm(a.t(), b); }
+std::vector<at::Tensor> weight_grad_cuda(const at::Tensor& a, at::TensorList bs) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& b : bs) out.push_back(at::mm(a.t(), b));
+  return out;
+}
 at::Tensor empty_cuda(at::IntArrayRef shape, const at::TensorOptions& options) {
   return at::empty(shape, options);
 }

@@ -340,25 +340,33 @@ template class StepMatrix<double>;
 
 namespace {
 
-// out (M, ldo) = a^T for a contiguous (K, M), in O (rounded for bfloat16),
-// columns [K, ldo) zeroed. A block of 16 x 16 goes through a small buffer, so
-// that every cache line of a and of out is touched once, whole: read
-// element by element, a's columns (M apart) all fall in the same few cache
-// sets, and that transpose cost a third of the GEMM it served.
+// out (M, ldo) = a^T for a contiguous (K, M), in O (bfloat16 rounded from
+// float), columns [K, ldo) zeroed. Each 16 x 16 block is transposed in a
+// small buffer, so that every cache line of a and of out is touched once,
+// whole: read element by element, a's columns (M apart) all fall in the same
+// few cache sets, and that transpose cost a third of the GEMM it served.
 template <typename O, typename I>
 void transpose_rows(const I* a, int64_t K, int64_t M, O* out, int64_t ldo) {
   constexpr int64_t kBlock = 16;
   at::parallel_for(0, ceil_div(M, kBlock), 1, [&](int64_t b0, int64_t b1) {
-    I block[kBlock][kBlock];
+    I block[kBlock][kBlock];  // [j][i]: rows of a^T
     for (int64_t j0 = b0 * kBlock; j0 < std::min(M, b1 * kBlock); j0 += kBlock) {
       const int64_t nj = std::min(kBlock, M - j0);
       for (int64_t i0 = 0; i0 < K; i0 += kBlock) {
         const int64_t ni = std::min(kBlock, K - i0);
-        for (int64_t i = 0; i < ni; ++i)
-          std::copy(a + (i0 + i) * M + j0, a + (i0 + i) * M + j0 + nj, block[i]);
+        for (int64_t i = 0; i < ni; ++i) {
+          const I* src = a + (i0 + i) * M + j0;
+          for (int64_t j = 0; j < nj; ++j) block[j][i] = src[j];
+        }
         for (int64_t j = 0; j < nj; ++j) {
           O* row = out + (j0 + j) * ldo + i0;
-          for (int64_t i = 0; i < ni; ++i) row[i] = O(block[i][j]);
+          if constexpr (std::is_same_v<O, c10::BFloat16>) {
+            rows_to_bf16(block[j], 1, ni, kBlock, row, padded_depth<O>(ni));
+          } else if (ni == kBlock) {
+            for (int64_t i = 0; i < kBlock; ++i) row[i] = block[j][i];
+          } else {
+            std::copy(block[j], block[j] + ni, row);
+          }
         }
       }
       for (int64_t j = j0; j < j0 + nj; ++j)

@@ -44,12 +44,11 @@ constexpr int64_t kPanelWidth = 2 * 32 / static_cast<int64_t>(sizeof(acc_t<T>));
 // Largest number of rows of A one tile covers.
 constexpr int kMaxTileRows = 6;
 
-// c[m][n] = start + sum_k a[m * lda + k * a_step] * panel(k, n) for m < rows
-// and n in the np panels starting at b, panel p at b + p * panel_stride,
-// k-major with kPanelWidth<T> columns per k. start is c itself when
-// accumulate, else init[n] (a bias row) when init is set, else zero. a_step is 1 for rows of a,
-// lda's partner for a transposed a; for bfloat16, a(m, k) and a(m, k + 1) of an even k are adjacent
-// (K is a multiple of 2).
+// c[m][n] = start + sum_k a[m * lda + k] * panel(k, n) for m < rows and n in
+// the np panels starting at b, panel p at b + p * panel_stride, k-major with
+// kPanelWidth<T> columns per k. start is c itself when accumulate, else
+// init[n] (a bias row) when init is set, else zero. For bfloat16, K is a
+// multiple of 2.
 template <typename T>
 struct Tile {
   int64_t K;
@@ -60,7 +59,6 @@ struct Tile {
   acc_t<T>* c;
   int64_t ldc;
   bool accumulate;
-  int64_t a_step = 1;
   const acc_t<T>* init = nullptr;
 };
 

@@ -25,7 +25,7 @@ void tile(const Tile<T>& t) {
   }
   const T* b = t.b;
   const T* a = t.a;
-  for (int64_t k = 0; k < t.K; k += G, b += PV * W * G, a += t.a_step * G) {
+  for (int64_t k = 0; k < t.K; k += G, b += PV * W * G, a += G) {
     typename A::B bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)

@@ -10,7 +10,6 @@
 #include "lstm_cpu.h"
 #include "panel_gemm.h"
 #include "step_team.h"
-#include "workspace.h"
 
 namespace rnnkernels {
 namespace {
@@ -119,17 +118,11 @@ void forward_steps(const LayerForward& f) {
   // rounded once a step by each thread, not once per gate.
   const bool rounds = w_gate[0].rounds();
   const int64_t I2 = padded_depth<c10::BFloat16>(I), P2 = padded_depth<c10::BFloat16>(P);
-  auto round_rows = [](const T* a, int64_t M, int64_t K, c10::BFloat16* out, int64_t ldo) {
-    if constexpr (std::is_same_v<T, float>) rows_to_bf16(a, M, K, K, out, ldo);
+  auto round_h = [&](const T* h, int64_t rows, c10::BFloat16* out) {
+    if constexpr (std::is_same_v<T, float>) rows_to_bf16(h, rows, P, P, out, P2);
   };
-  const at::Tensor x16 =
-      rounds ? workspace_empty({x.size(0), I2}, x.options().dtype(at::kBFloat16)) : at::Tensor();
+  const at::Tensor x16 = rounds ? bf16_rows(x) : at::Tensor();
   const c10::BFloat16* const x16_rows = rounds ? x16.const_data_ptr<c10::BFloat16>() : nullptr;
-  if (rounds) {
-    at::parallel_for(0, x.size(0), 256, [&](int64_t r0, int64_t r1) {
-      round_rows(x_rows + r0 * I, r1 - r0, I, x16.mutable_data_ptr<c10::BFloat16>() + r0 * I2, I2);
-    });
-  }
 
   const int64_t t_first = f.reverse ? T_ - 1 : 0;
   buf.zero_reset_rows(t_first, hbuf[0], P, 0, P);
@@ -168,7 +161,7 @@ void forward_steps(const LayerForward& f) {
       const int64_t nb = steps.batch(t);
       const T* h_cur = hbuf[k % 2];
       T* h_next = hbuf[(k + 1) % 2];
-      if (rounds) round_rows(h_cur, nb, P, h16, P2);
+      if (rounds) round_h(h_cur, nb, h16);
       for (int64_t q = 0; q < 4; ++q) {
         if (rounds) {
           w_gate[q].multiply(nb, h16, P2, buf.R + q * H, 4 * H, u0, u1);

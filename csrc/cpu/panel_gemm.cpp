@@ -81,12 +81,11 @@ struct BlockRunner {
   int64_t K, N;  // K padded to a whole depth group
   const TileTable<T>& tiles = TileTable<T>::get();
 
-  // Rows [0, rows) of a (row stride lda, depth kc starting at k0, a_step
-  // between depths) against panels [p0, p1), into c (rows, ldc) whose column
-  // 0 is panel 0's, starting from init (a row of N, or null) unless
-  // accumulate.
-  void run(int64_t rows, const T* a, int64_t lda, int64_t a_step, int64_t k0, int64_t kc,
-           int64_t p0, int64_t p1, Acc* c, int64_t ldc, bool accumulate, const Acc* init) const {
+  // Rows [0, rows) of a (row stride lda, depth kc starting at k0) against
+  // panels [p0, p1), into c (rows, ldc) whose column 0 is panel 0's,
+  // starting from init (a row of N, or null) unless accumulate.
+  void run(int64_t rows, const T* a, int64_t lda, int64_t k0, int64_t kc, int64_t p0, int64_t p1,
+           Acc* c, int64_t ldc, bool accumulate, const Acc* init) const {
     constexpr int64_t NR = kPanelWidth<T>;
     const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
@@ -98,11 +97,15 @@ struct BlockRunner {
       for (int64_t i = 0; i < blocks; ++i) {
         const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
         const int r = static_cast<int>(r1 - r0);
-        const Tile<T> t{kc,     a + r0 * lda,
-                        lda,    panels + (p * K + k0) * NR,
-                        K * NR, c + r0 * ldc + p * NR,
-                        ldc,    accumulate,
-                        a_step, init != nullptr ? init + p * NR : nullptr};
+        const Tile<T> t{kc,
+                        a + r0 * lda,
+                        lda,
+                        panels + (p * K + k0) * NR,
+                        K * NR,
+                        c + r0 * ldc + p * NR,
+                        ldc,
+                        accumulate,
+                        init != nullptr ? init + p * NR : nullptr};
         TileFn<T> f = tiles.fn[r][n_here];
         if (p < full) {
           f(t);
@@ -229,8 +232,7 @@ PanelMatrix<T>::PanelMatrix(const acc_t<T>* b, int64_t K, int64_t N, int64_t sk,
 
 template <typename T>
 void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
-                                     int64_t p0, int64_t p1, int64_t a_step,
-                                     const acc_t<T>* init) const {
+                                     int64_t p0, int64_t p1, const acc_t<T>* init) const {
   p1 = std::min(p1, count_);
   if (M <= 0 || p0 >= p1) return;
   if (K_ == 0) {
@@ -247,16 +249,14 @@ void PanelMatrix<T>::multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T
   const BlockRunner<T> runner{data_, K_, N_};
   for (int64_t k0 = 0; k0 < K_; k0 += kDepthBlock) {
     const int64_t kc = std::min(kDepthBlock, K_ - k0);
-    runner.run(M, a + k0 * a_step, lda, a_step, k0, kc, p0, p1, c, ldc, k0 > 0, init);
+    runner.run(M, a + k0, lda, k0, kc, p0, p1, c, ldc, k0 > 0, init);
   }
 }
 
 template <typename T>
-void PanelMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
-                              int64_t a_step) const {
-  at::parallel_for(0, count_, 1, [&](int64_t p0, int64_t p1) {
-    multiply_panels(M, a, lda, c, ldc, p0, p1, a_step);
-  });
+void PanelMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc) const {
+  at::parallel_for(0, count_, 1,
+                   [&](int64_t p0, int64_t p1) { multiply_panels(M, a, lda, c, ldc, p0, p1); });
 }
 
 template class PanelMatrix<float>;
@@ -307,7 +307,7 @@ void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t l
   }
   if (packed_) {
     packed_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>, ceil_div(n1, kStepColumns<T>),
-                             1, init);
+                             init);
     return;
   }
   const int64_t K = b_.size(0);
@@ -329,7 +329,7 @@ void StepMatrix<T>::multiply(int64_t M, const c10::BFloat16* a, int64_t lda, T* 
     assert(bf16_);
     if (M <= 0 || n0 >= n1) return;
     bf16_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>, ceil_div(n1, kStepColumns<T>),
-                           1, init);
+                           init);
   } else {
     assert(false && "double products never round to bfloat16");
   }
@@ -427,19 +427,28 @@ std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs) {
   return outs;
 }
 
+at::Tensor bf16_rows(const at::Tensor& x) {
+  const at::Tensor xc = x.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), K2 = padded_depth<c10::BFloat16>(K);
+  at::Tensor rows = workspace_empty({M, K2}, x.options().dtype(at::kBFloat16));
+  const float* src = xc.const_data_ptr<float>();
+  c10::BFloat16* dst = rows.mutable_data_ptr<c10::BFloat16>();
+  at::parallel_for(0, M, 256, [&](int64_t r0, int64_t r1) {
+    rows_to_bf16(src + r0 * K, r1 - r0, K, K, dst + r0 * K2, K2);
+  });
+  return rows;
+}
+
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w) {
   if (!panel_gemm_enabled(x.scalar_type()) || w.scalar_type() != x.scalar_type())
     return at::mm(x, w.t());
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   at::Tensor out = workspace_empty({M, N}, x.options());
   if (bf16_operands(x, w)) {
-    // x's rows rounded to bfloat16, padded to an even depth.
-    const int64_t K2 = padded_depth<c10::BFloat16>(K);
-    at::Tensor rows = workspace_empty({M, K2}, x.options().dtype(at::kBFloat16));
-    if (K2 > K) rows.narrow(1, K, 1).zero_();
-    rows.narrow(1, 0, K).copy_(x);
+    const at::Tensor rows = bf16_rows(x);
     const PanelMatrix<c10::BFloat16> panels = bf16_panels(w, true);
-    panels.multiply(M, rows.const_data_ptr<c10::BFloat16>(), K2, out.mutable_data_ptr<float>(), N);
+    panels.multiply(M, rows.const_data_ptr<c10::BFloat16>(), rows.size(1),
+                    out.mutable_data_ptr<float>(), N);
     return out;
   }
   const at::Tensor xc = x.contiguous();

@@ -50,17 +50,15 @@ class PanelMatrix {
   PanelMatrix(const acc_t<T>* b, int64_t K, int64_t N, int64_t sk, int64_t sn);
 
   // Columns [p0, p1) * panel width (clipped to N) of c = init + a @ B on the
-  // calling thread, for c (M, N) of row stride ldc, a (M, K) with a(m, k) at
-  // a[m * lda + k * a_step], and init a row of N added to every row (a bias)
-  // or null. For bfloat16, K is rounded up to even with a zero depth in a,
-  // and a(m, k), a(m, k + 1) of an even k are adjacent.
+  // calling thread, for c (M, N) and a (M, K) of row strides ldc and lda, and
+  // init a row of N added to every row (a bias) or null. For bfloat16, K is
+  // rounded up to even with a zero depth in a.
   void multiply_panels(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc, int64_t p0,
-                       int64_t p1, int64_t a_step = 1, const acc_t<T>* init = nullptr) const;
+                       int64_t p1, const acc_t<T>* init = nullptr) const;
 
   // All of c = a @ B, the panels split between ATen's threads: the products
   // over all steps.
-  void multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc,
-                int64_t a_step = 1) const;
+  void multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, int64_t ldc) const;
 
  private:
   at::Tensor panels_;
@@ -107,6 +105,11 @@ class StepMatrix {
 // all steps (dG^T @ x, dG^T @ h), a transposed once for all of them, each b
 // packed into panels. Falls back to at::mm where the panels do not run.
 std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs);
+
+// The rows of a float x (M, K) rounded to bfloat16, each padded with a zero
+// to an even depth: the rounded A of bfloat16 products over all steps, in a
+// recycled buffer. Only where panel_gemm_enabled(at::kBFloat16).
+at::Tensor bf16_rows(const at::Tensor& x);
 
 // x @ w^T over all steps, into a recycled buffer (workspace.h): dx = dG @
 // w_ih. w may have any strides.

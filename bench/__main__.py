@@ -11,7 +11,7 @@ import warnings
 import torch
 from tqdm import tqdm
 
-from . import backends, configs, machine, report, runner
+from . import backends, configs, machine, report, runner, timing
 
 
 def _names(text: str, allowed, what: str, p) -> list:
@@ -45,8 +45,19 @@ def parse_args(argv=None):
         help=f"comma-separated subset of {','.join(backends.NAMES)} (default: the preset's; all but grid's)",
     )
     p.add_argument("--modes", default=",".join(configs.MODES), help="comma-separated subset of %(default)s")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per backend and mode (default: by preset)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per mode, at least; a round times each backend once (default: by preset)",
+    )
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per backend and mode first")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help="more rounds than --repeats until a mode's rounds have run this long (default: by preset)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
     p.add_argument(
         "--tf32",
@@ -73,8 +84,9 @@ def parse_args(argv=None):
     args.modes = _names(args.modes, configs.MODES, "modes", p)
     args.repeats = preset.repeats if args.repeats is None else args.repeats
     args.warmup = preset.warmup if args.warmup is None else args.warmup
-    if args.repeats < 1 or args.warmup < 0:
-        p.error("--repeats must be >= 1 and --warmup >= 0")
+    args.min_seconds = preset.min_seconds if args.min_seconds is None else args.min_seconds
+    if args.repeats < 1 or args.warmup < 0 or args.min_seconds < 0:
+        p.error("--repeats must be >= 1, --warmup and --min-seconds >= 0")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -105,6 +117,8 @@ def main(argv=None) -> int:
         modes=args.modes,
         repeats=args.repeats,
         warmup=args.warmup,
+        min_seconds=args.min_seconds,
+        sample_ms=timing.SAMPLE_MS,
         backends=args.backends,
         preset=args.preset or ("custom" if args.config else "quick"),
     )
@@ -124,6 +138,7 @@ def main(argv=None) -> int:
             args.device,
             args.repeats,
             args.warmup,
+            args.min_seconds,
             rooflines,
             measure_memory=not args.no_memory,
             verify=not args.no_check,
@@ -137,8 +152,8 @@ def main(argv=None) -> int:
         print("note:", n)
     meta["wall_s"] = time.perf_counter() - started
     print(
-        f"{len(args.configs)} configs ({len(args.left_out)} left out), {args.repeats} repeats, "
-        f"{args.warmup} warm-up, {meta['wall_s']:.0f} s"
+        f"{len(args.configs)} configs ({len(args.left_out)} left out), {args.repeats}+ rounds "
+        f"(>= {args.min_seconds} s a mode), {args.warmup} warm-up, {meta['wall_s']:.0f} s"
     )
 
     if args.json:

@@ -99,6 +99,7 @@ class Preset:
     warmup: int
     backends: tuple | None = None  # None: every backend
     left_out: tuple = ()  # (config, reason): sizes the preset does not run
+    min_seconds: float = 0.5  # rounds of one mode go on at least this long (timing.interleaved)
 
 
 QUICK = [

@@ -34,7 +34,8 @@ def header(meta: dict) -> str:
 LEGEND = """\
 modes: inference = eval() under no_grad (nn.LSTM's oneDNN inference primitive); fwd = train() forward with
 grad enabled; fwd+bwd = train() forward and autograd.grad.
-ms = median per call; spread = IQR/median; vs nn = nn.LSTM time / this time (>1 is faster);
+ms = median per call over rounds (a round times each backend once; calls under 2 ms are timed in runs of
+back-to-back calls); spread = IQR/median; vs nn = median over rounds of nn.LSTM time / this time (>1 is faster);
 roof = GFLOP/s / the GEMM roofline of the config's dtype; peak = MiB allocated above the starting level
 (CPU: PyTorch's allocator, seen by torch.profiler); err = max relative difference of output and gradients
 from nn.LSTM (bfloat16/float16: from nn.LSTM-float32; ! above tolerance).

@@ -92,7 +92,7 @@ def mode_call(runner, x, reset, mode):
     return fn
 
 
-def run_config(cfg, names, modes, device, repeats, warmup, rooflines, measure_memory=True, verify=True):
+def run_config(cfg, names, modes, device, repeats, warmup, min_seconds, rooflines, measure_memory=True, verify=True):
     """Returns (records, skipped, notes) for one config."""
     base, x, reset = make_inputs(cfg, device)
     runners, skipped, notes = {}, [], []
@@ -116,10 +116,9 @@ def run_config(cfg, names, modes, device, repeats, warmup, rooflines, measure_me
     for mode in modes if runners else ():
         fns = {n: mode_call(r, x, reset, mode) for n, r in runners.items()}
         peaks = {n: memory.peak_bytes(fn, device) for n, fn in fns.items()} if measure_memory else {}
-        samples = timing.interleaved(fns, device, repeats, warmup)
+        samples = timing.interleaved(fns, device, repeats, warmup, min_seconds, timing.SAMPLE_MS)
         flops = lstm_flops(cfg, mode)
-        medians = {n: timing.summarize(s)[0] for n, s in samples.items()}
-        base_ms = medians.get(backends.BASELINE)
+        base = samples.get(backends.BASELINE)
         for n, s in samples.items():
             med, spread = timing.summarize(s)
             gflops = flops / (med * 1e-3) / 1e9
@@ -133,7 +132,7 @@ def run_config(cfg, names, modes, device, repeats, warmup, rooflines, measure_me
                     "spread": spread,
                     "min_ms": min(s),  # less load-sensitive than the median on a shared machine
                     "samples_ms": s,
-                    "speedup_vs_nn_lstm": base_ms / med if base_ms else None,
+                    "speedup_vs_nn_lstm": timing.median_ratio(base, s) if base else None,
                     "gflop": flops / 1e9,
                     "gflops": gflops,
                     "roofline_gflops": roof,

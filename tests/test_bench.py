@@ -99,6 +99,17 @@ def test_interleaved_round_robin_and_summary():
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rotating order
     assert all(len(v) == 3 for v in samples.values())
     assert timing.summarize([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, pytest.approx((4.0 - 2.0) / 3.0))
+    # The ratio is taken round by round: a round that ran slow for both cancels.
+    assert timing.median_ratio([2.0, 20.0, 4.0], [1.0, 10.0, 1.0]) == 2.0
+
+
+def test_short_calls_are_timed_in_runs_until_the_time_budget():
+    calls = []
+    fns = {"fast": lambda: calls.append(1)}
+    samples = timing.interleaved(fns, CPU, repeats=2, warmup=0, min_seconds=0.05, sample_ms=1.0)
+    runs = (len(calls) - 2) / len(samples["fast"])  # two calibration calls, then equal runs
+    assert runs > 10 and runs == int(runs)
+    assert len(samples["fast"]) > 2  # rounds go on past `repeats` to fill min_seconds
 
 
 def test_chunk_starts():
@@ -212,6 +223,8 @@ def test_run_end_to_end(tmp_path, capsys):
                 "--repeats",
                 "1",
                 "--warmup",
+                "0",
+                "--min-seconds",
                 "0",
                 "--threads",
                 "1",

@@ -125,14 +125,17 @@ def test_float32_matches_reference():
     compare_with_reference(a, dict(rtol=1e-4, atol=1e-5))
 
 
+@pytest.mark.parametrize("split", ["units", "samples"])
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("H", [32, 37])
-def test_input_projection_in_passes_of_steps(packed, H):
+def test_input_projection_in_passes_of_steps(packed, H, split, monkeypatch):
     # The CPU projects the input a few steps at a time (ceil(128 / B) steps at
     # B = 40), on every thread of the team: a sequence of many passes, the
     # reverse direction's passes running backwards over the packed rows, the
     # last panel partly filled at H = 37. Saving for backward, the passes
-    # write the saved gates; in inference, a buffer of one pass.
+    # write the saved gates; in inference, a buffer of one pass, where
+    # threads that split the samples run up to a pass apart.
+    monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", split)
     g = torch.Generator().manual_seed(1)
     lengths = sorted(torch.randint(1, 24, (40,), generator=g).tolist(), reverse=True) if packed else None
     a = op_args(T=23, B=40, I=20, H=H, proj=0, reset_p=0.1, window=5, lengths=lengths)

@@ -1,8 +1,8 @@
 """The CPU time loops run on a team of threads that share out units and
-columns and meet at barriers. At sizes where the team has two threads and
-partial last shares, every feature gives the reference's values, and the
-same bits as one thread (the split changes who computes an element, never
-how)."""
+columns and meet at barriers, or share out samples and never meet (small
+weights). At sizes where the team has two threads and partial last shares,
+every feature gives the reference's values, and the same bits as one thread
+(the split changes who computes an element, never how), either way."""
 
 from __future__ import annotations
 
@@ -31,8 +31,13 @@ def run(config, dtype, backend, threads):
         return config_outputs_and_grads(config, dtype, Sizes(T, B, I, H), backend=backend, reset_p=0.2)
 
 
+SPLITS = ["units", "samples"]  # RNNKERNELS_CPU_SPLIT: the loops' two ways to share a step
+
+
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("config", list(CONFIGS))
-def test_two_threads_match_the_reference(config):
+def test_two_threads_match_the_reference(config, split, monkeypatch):
+    monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", split)
     got = run(CONFIGS[config], torch.float64, "fused", threads=2)
     want = run(CONFIGS[config], torch.float64, "reference", threads=2)
     for i, (u, v) in enumerate(zip(got, want)):
@@ -41,10 +46,12 @@ def test_two_threads_match_the_reference(config):
 
 # Not "narrow-proj": its dW_hr is a closing GEMM of 5 rows, which MKL's sgemm
 # itself rounds differently with 2 threads (as torch.mm does for such sizes).
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("gemm", ["panels", "aten"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c != "narrow-proj"])
-def test_two_threads_give_the_bits_of_one(config, dtype, gemm, monkeypatch):
+def test_two_threads_give_the_bits_of_one(config, dtype, gemm, split, monkeypatch):
+    monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", split)
     if gemm == "aten":
         monkeypatch.setenv("RNNKERNELS_CPU_GEMM", "aten")
     one = run(CONFIGS[config], dtype, "fused", threads=1)

@@ -45,10 +45,10 @@ struct BackwardBuffers {
   // Columns [j0, j1) of time t's row work: adds the output gradient to the
   // carried dh and records what the weight gradients need: the h this step
   // read (zero after a reset) and, with a projection, the total dh.
-  void step_rows(int64_t t, int64_t j0, int64_t j1) const {
+  void step_rows(int64_t t, int64_t j0, int64_t j1, const StepSplit::Range& r) const {
     const int64_t nb = steps.batch(t), off = steps.offset(t);
     const int64_t off_prev = steps.offset(std::max<int64_t>(0, previous_time(t, reverse)));
-    for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t b = r.b0; b < r.b0 + r.rows(nb); ++b) {
       const int64_t row = off + b;
       T* d = dh + b * P;
       if (grad_y != nullptr) {
@@ -67,11 +67,11 @@ struct BackwardBuffers {
     }
   }
 
-  // Units [u0, u1) of the fused backward pass of time t.
-  void gate_grad_pass(int64_t t, int64_t u0, int64_t u1) const {
+  // r's units and samples of the fused backward pass of time t.
+  void gate_grad_pass(int64_t t, const StepSplit::Range& r) const {
     const int64_t nb = steps.batch(t), off = steps.offset(t);
     const int64_t off_prev = steps.offset(std::max<int64_t>(0, previous_time(t, reverse)));
-    for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t b = r.b0; b < r.b0 + r.rows(nb); ++b) {
       const int64_t row = off + b;
       const StepEdge e = edge(t, b);
       const T* c_prev = nullptr;  // a reset step starts from zero
@@ -85,16 +85,17 @@ struct BackwardBuffers {
                              dG + row * 4 * H,
                              r_all != nullptr ? r_all + row * H : nullptr,
                              cut(t, b)};
-      backward_row(w, u0, u1, H);
+      backward_row(w, r.u0, r.u1, H);
     }
   }
 };
 
-// The time loop, in the reverse order of the forward's. Each thread owns a
-// share of the units (the gate pass) and of h's columns (the product with
-// w_hh), the same share without a projection; the threads meet once a step,
-// when dG is complete, and once more before the projection's product reads
-// all of dh.
+// The time loop, in the reverse order of the forward's. Split by units
+// (StepSplit), each thread owns a share of the units (the gate pass) and of
+// h's columns (the product with w_hh), the same share without a projection,
+// and the threads meet once a step, when dG is complete, and once more
+// before the projection's product reads all of dh. Split by samples, they
+// never meet.
 template <typename T>
 void backward_steps(const LayerBackward& lb) {
   const StepRows& steps = *lb.steps;
@@ -127,23 +128,26 @@ void backward_steps(const LayerBackward& lb) {
                                proj ? lb.dh_all.data_ptr<T>() : nullptr,
                                proj ? lb.r_all.data_ptr<T>() : nullptr};
 
-  const StepSplit split{H, P, kStepColumns<T>};
-  const int threads = split.threads(B, w_hh_m.packed() && (!w_hr_m || w_hr_m->packed()));
-  run_team(threads, [&](const Team& team) {
-    const auto [u0, u1, p0, p1] = split.range(team);
+  const bool packed = w_hh_m.packed() && (!w_hr_m || w_hr_m->packed());
+  const int64_t weight_bytes = (lb.w_hh.numel() + (proj ? lb.w_hr.numel() : 0)) * sizeof(T);
+  const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
+  run_team(split.threads, [&](const Team& team) {
+    const StepSplit::Range r = split.range(team);
+    const auto [u0, u1, p0, p1, b0, b1, shared] = r;
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = lb.reverse ? k : T_ - 1 - k;
-      const int64_t nb = steps.batch(t);
-      buf.step_rows(t, p0, p1);
+      const int64_t m = r.rows(steps.batch(t));
+      buf.step_rows(t, p0, p1, r);
       if (proj) {
-        team.barrier();  // the projection's product reads all of dh
-        w_hr_m->multiply(nb, buf.dh, P, buf.dr, H, u0, u1);
+        if (shared) team.barrier();  // the projection's product reads all of dh
+        w_hr_m->multiply(m, buf.dh + b0 * P, P, buf.dr + b0 * H, H, u0, u1);
       }
-      buf.gate_grad_pass(t, u0, u1);
-      team.barrier();  // the product reads all of this step's dG
+      buf.gate_grad_pass(t, r);
+      if (shared) team.barrier();  // the product reads all of this step's dG
       // The samples of a step are contiguous rows of dG.
-      w_hh_m.multiply(nb, buf.dG + steps.offset(t) * 4 * H, 4 * H, buf.dh, P, p0, p1);
-      for (int64_t b = 0; b < nb; ++b) {
+      w_hh_m.multiply(m, buf.dG + (steps.offset(t) + b0) * 4 * H, 4 * H, buf.dh + b0 * P, P, p0,
+                      p1);
+      for (int64_t b = b0; b < b0 + m; ++b) {
         if (buf.cut(t, b)) std::fill(buf.dh + b * P + p0, buf.dh + b * P + p1, T(0));
       }
     }

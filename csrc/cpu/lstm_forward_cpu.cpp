@@ -41,22 +41,23 @@ struct ForwardBuffers {
   int64_t ldy;
   T* cells;  // (rows, H) or null: when set, the gates and cells are saved
 
-  // Zeroes columns [j0, j1) of the rows (stride n) of the samples whose state
-  // is reset before time t.
-  void zero_reset_rows(int64_t t, T* rows, int64_t n, int64_t j0, int64_t j1) const {
+  // Zeroes columns [j0, j1) of the rows (stride n) of the samples of r whose
+  // state is reset before time t.
+  void zero_reset_rows(int64_t t, T* rows, int64_t n, int64_t j0, int64_t j1,
+                       const StepSplit::Range& r) const {
     if (reset == nullptr || t < 0 || t >= steps.T()) return;
     const int64_t nb = steps.batch(t), next = steps.batch(t + 1);
-    for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t b = r.b0; b < r.b0 + r.rows(nb); ++b) {
       if (reset_before(step_edge(t, b, reverse, next), reverse, reset, steps.B(), b))
         std::fill(rows + b * n + j0, rows + b * n + j1, T(0));
     }
   }
 
-  // Units [u0, u1) of the gate pass of time t, whose pre-activations start
-  // at G: activations, cell update, and h (or r) into h_next.
-  void gate_pass(int64_t t, T* G, T* h_next, int64_t u0, int64_t u1) const {
+  // r's units and samples of the gate pass of time t, whose pre-activations
+  // start at G: activations, cell update, and h (or r) into h_next.
+  void gate_pass(int64_t t, T* G, T* h_next, const StepSplit::Range& rg) const {
     const int64_t nb = steps.batch(t), off = steps.offset(t);
-    for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t b = rg.b0; b < rg.b0 + rg.rows(nb); ++b) {
       const int64_t row = off + b;
       T* g = G + b * 4 * H;
       const ForwardRow<T> w{g,
@@ -66,7 +67,7 @@ struct ForwardBuffers {
                             r != nullptr ? nullptr : y + row * ldy,
                             cells != nullptr ? g : nullptr,
                             cells != nullptr ? cells + row * H : nullptr};
-      forward_row(w, u0, u1, H);
+      forward_row(w, rg.u0, rg.u1, H);
     }
   }
 };
@@ -125,63 +126,85 @@ void forward_steps(const LayerForward& f) {
   const c10::BFloat16* const x16_rows = rounds ? x16.const_data_ptr<c10::BFloat16>() : nullptr;
 
   const int64_t t_first = f.reverse ? T_ - 1 : 0;
-  buf.zero_reset_rows(t_first, hbuf[0], P, 0, P);
-  buf.zero_reset_rows(t_first, buf.c, H, 0, H);
+  const StepSplit::Range all{0, H, 0, P, 0, B, false};
+  buf.zero_reset_rows(t_first, hbuf[0], P, 0, P, all);
+  buf.zero_reset_rows(t_first, buf.c, H, 0, H, all);
 
-  const StepSplit split{H, P, kStepColumns<T>};
   const bool packed = w_gate[0].packed() && w_in[0].packed() && (!w_hr_t || w_hr_t->packed());
-  const int threads = split.threads(B, packed);
+  const int64_t item = rounds ? 2 : sizeof(T);
+  const int64_t weight_bytes =
+      (f.w_ih.numel() + f.w_hh.numel() + (proj ? f.w_hr.numel() : 0)) * item;
+  const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
   // Each thread's rounded h; allocated here, since nothing may throw in a team.
-  std::vector<c10::BFloat16> h16_all(rounds ? threads * B * P2 : 0);
-  run_team(threads, [&](const Team& team) {
-    const auto [u0, u1, p0, p1] = split.range(team);
+  std::vector<c10::BFloat16> h16_all(rounds ? split.threads * B * P2 : 0);
+  run_team(split.threads, [&](const Team& team) {
+    const StepSplit::Range rg = split.range(team);
+    const auto [u0, u1, p0, p1, b0, b1, shared] = rg;
     int64_t g_row0 = 0;  // the packed row G_rows starts at (when not saving)
     c10::BFloat16* const h16 = rounds ? h16_all.data() + team.id * B * P2 : nullptr;
+    // Row 0 of the pre-activations of time t, the k-th step of the loop:
+    // packed rows when saving or split by units, else a slot of B rows a
+    // step, so that threads a pass apart never share a row.
+    auto g_at = [&](int64_t t, int64_t k) {
+      if (save || shared) return G_rows + (steps.offset(t) - g_row0) * 4 * H;
+      return G_rows + (k % chunk) * B * 4 * H;
+    };
+    // This thread's columns of the pre-activations g of x's rows [row, row + m).
+    auto project = [&](int64_t row, int64_t m, T* g) {
+      for (int64_t q = 0; q < 4; ++q) {
+        const T* bias_q = buf.bias != nullptr ? buf.bias + q * H : nullptr;
+        if (rounds) {
+          w_in[q].multiply(m, x16_rows + row * I2, I2, g + q * H, 4 * H, u0, u1, bias_q);
+        } else {
+          w_in[q].multiply(m, x_rows + row * I, I, g + q * H, 4 * H, u0, u1, bias_q);
+        }
+      }
+    };
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = f.reverse ? T_ - 1 - k : k;
       const int64_t t_next = f.reverse ? t - 1 : t + 1;
       if (k % chunk == 0) {
-        // This thread's columns of the pre-activations of the next pass of
-        // steps, whose rows are contiguous in either direction.
+        // The pre-activations of the next pass of steps, whose rows are
+        // contiguous in either direction: all of them for a split by units,
+        // else this thread's samples' rows of each step.
         const int64_t t_end =
             f.reverse ? std::max<int64_t>(0, t - chunk + 1) : std::min(T_ - 1, t + chunk - 1);
         const int64_t lo = std::min(t, t_end), hi = std::max(t, t_end);
-        const int64_t row0 = steps.offset(lo), rows = steps.offset(hi) + steps.batch(hi) - row0;
+        const int64_t row0 = steps.offset(lo);
         g_row0 = save ? 0 : row0;
-        T* g = G_rows + (row0 - g_row0) * 4 * H;
-        for (int64_t q = 0; q < 4; ++q) {
-          const T* bias_q = buf.bias != nullptr ? buf.bias + q * H : nullptr;
-          if (rounds) {
-            w_in[q].multiply(rows, x16_rows + row0 * I2, I2, g + q * H, 4 * H, u0, u1, bias_q);
-          } else {
-            w_in[q].multiply(rows, x_rows + row0 * I, I, g + q * H, 4 * H, u0, u1, bias_q);
-          }
+        if (shared) {
+          project(row0, steps.offset(hi) + steps.batch(hi) - row0, g_at(lo, 0));
+        } else {
+          for (int64_t s = lo; s <= hi; ++s)
+            project(steps.offset(s) + b0, rg.rows(steps.batch(s)),
+                    g_at(s, k + std::abs(s - t)) + b0 * 4 * H);
         }
       }
-      const int64_t nb = steps.batch(t);
-      const T* h_cur = hbuf[k % 2];
+      const int64_t m = rg.rows(steps.batch(t));
+      const T* h_cur = hbuf[k % 2] + b0 * P;
       T* h_next = hbuf[(k + 1) % 2];
-      if (rounds) round_h(h_cur, nb, h16);
+      T* R = buf.R + b0 * 4 * H;
+      if (rounds) round_h(h_cur, m, h16);
       for (int64_t q = 0; q < 4; ++q) {
         if (rounds) {
-          w_gate[q].multiply(nb, h16, P2, buf.R + q * H, 4 * H, u0, u1);
+          w_gate[q].multiply(m, h16, P2, R + q * H, 4 * H, u0, u1);
         } else {
-          w_gate[q].multiply(nb, h_cur, P, buf.R + q * H, 4 * H, u0, u1);
+          w_gate[q].multiply(m, h_cur, P, R + q * H, 4 * H, u0, u1);
         }
       }
-      buf.gate_pass(t, G_rows + (steps.offset(t) - g_row0) * 4 * H, h_next, u0, u1);
-      buf.zero_reset_rows(t_next, buf.c, H, u0, u1);
+      buf.gate_pass(t, g_at(t, k), h_next, rg);
+      buf.zero_reset_rows(t_next, buf.c, H, u0, u1, rg);
       if (!proj) {
-        buf.zero_reset_rows(t_next, h_next, P, u0, u1);
+        buf.zero_reset_rows(t_next, h_next, P, u0, u1, rg);
       } else {
-        team.barrier();  // the projection reads all of r
-        w_hr_t->multiply(nb, buf.r, H, h_next, P, p0, p1);
+        if (shared) team.barrier();  // the projection reads all of r
+        w_hr_t->multiply(m, buf.r + b0 * H, H, h_next + b0 * P, P, p0, p1);
         const int64_t off = steps.offset(t);
-        for (int64_t b = 0; b < nb; ++b)
+        for (int64_t b = b0; b < b0 + m; ++b)
           std::copy(h_next + b * P + p0, h_next + b * P + p1, buf.y + (off + b) * buf.ldy + p0);
-        buf.zero_reset_rows(t_next, h_next, P, p0, p1);
+        buf.zero_reset_rows(t_next, h_next, P, p0, p1, rg);
       }
-      team.barrier();  // the next step reads all of h_next
+      if (shared) team.barrier();  // the next step reads all of h_next
     }
   });
   // A sample's last h is in the buffer its step count points at: going

@@ -8,6 +8,11 @@
 #include <stdint.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../lstm_args.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -48,32 +53,87 @@ struct Team {
   }
 };
 
-// How one LSTM time loop splits between the threads of a team: H units and
-// the P columns of h, in blocks of `block` columns (a panel of the per-step
-// products, so that a thread's columns are whole panels). With P == H the
-// two splits coincide.
+// How one LSTM time loop splits between the threads of a team, one of two
+// ways:
+// - by units: each thread owns blocks of `block` units (a panel of the
+//   per-step products) and of h's columns, for every sample, and the threads
+//   meet at a barrier where a step needs all of h;
+// - by samples: each thread owns a range of samples, all units. No thread
+//   reads another's rows, so there is no barrier and no h crosses between
+//   cores, but each thread reads all of the weights every step: taken where
+//   they fit in a core's L2 with room to spare (small H), or where each
+//   thread has enough samples to multiply by every weight it reads from
+//   further out. At T100 B64 on 2 threads, inference went 1.0x -> 1.3x
+//   nn.LSTM at H128 and 1.12x -> 1.8x at H64; at H512 (8 MiB of weights)
+//   B8 lost 20%.
 struct StepSplit {
-  int64_t H, P, block;
+  // Split by samples where a thread's weights take at most kCachedBytes or
+  // at most kBytesPerSample for each of its samples (measured: H256 from
+  // B32 on, H512 never in float32), and a share has at least kMinSamples.
+  static constexpr int64_t kCachedBytes = int64_t(1) << 19, kBytesPerSample = int64_t(1) << 17,
+                           kMinSamples = 4;
 
-  int64_t unit_blocks() const { return (H + block - 1) / block; }
-
-  // Threads for steps whose recurrent product is (B, P) x (P, 4H). Units set
-  // the count: a thread whose share of h's columns is empty (a projection
-  // narrower than the team) still has units to work on.
-  int threads(int64_t B, bool aten_free) const {
-    return team_size(2.0 * B * P * 4 * H, unit_blocks(), aten_free);
+  // For steps whose recurrent product is (B, P) x (P, 4H) and that read
+  // weight_bytes of weights. Units set the count of a split by units: a
+  // thread whose share of h's columns is empty (a projection narrower than
+  // the team) still has units to work on.
+  StepSplit(const StepRows& steps, int64_t H, int64_t P, int64_t block, int64_t weight_bytes,
+            bool aten_free)
+      : H_(H), P_(P), B_(steps.B()), block_(block) {
+    const double flops = 2.0 * B_ * P * 4 * H;
+    const int by_units = team_size(flops, unit_blocks(), aten_free);
+    const int by_samples = team_size(flops, B_ / kMinSamples, aten_free);
+    // RNNKERNELS_CPU_SPLIT=units or =samples picks one way, to compare.
+    const char* env = std::getenv("RNNKERNELS_CPU_SPLIT");
+    const std::string forced = env != nullptr ? env : "";
+    const int64_t per_thread = B_ / std::max(1, by_samples);
+    const bool samples = forced == "samples" ||
+                         (forced != "units" && (weight_bytes <= kCachedBytes ||
+                                                weight_bytes <= kBytesPerSample * per_thread));
+    if (by_samples > 1 && samples) {
+      threads = by_samples;
+      // Equal shares of the tokens: packed samples are sorted by length.
+      std::vector<int64_t> tokens(B_ + 1, 0);
+      for (int64_t b = 0; b < B_; ++b) tokens[b + 1] = tokens[b] + steps.length(b);
+      edges_.push_back(0);
+      for (int k = 1; k < threads; ++k) {
+        const int64_t want = tokens[B_] * k / threads;
+        edges_.push_back(std::lower_bound(tokens.begin(), tokens.end(), want) - tokens.begin());
+      }
+      edges_.push_back(B_);
+    } else {
+      threads = by_units;
+    }
   }
 
-  // Units [u0, u1) and columns of h [p0, p1) of one thread.
+  int threads = 1;
+
+  // One thread's units [u0, u1), columns of h [p0, p1) and samples [b0, b1);
+  // `shared` when other threads work on the same samples (a split by units),
+  // so that the thread must wait at the team's barriers.
   struct Range {
-    int64_t u0, u1, p0, p1;
+    int64_t u0, u1, p0, p1, b0, b1;
+    bool shared;
+    // How many of the first nb samples (a step's) are this thread's.
+    int64_t rows(int64_t nb) const { return std::max<int64_t>(0, std::min(b1, nb) - b0); }
   };
   Range range(const Team& team) const {
+    if (!edges_.empty()) return {0, H_, 0, P_, edges_[team.id], edges_[team.id + 1], false};
     const Share u = share_of(unit_blocks(), team.id, team.size);
-    const Share p = share_of((P + block - 1) / block, team.id, team.size);
-    return {u.begin * block, std::min(H, u.end * block), p.begin * block,
-            std::min(P, p.end * block)};
+    const Share p = share_of((P_ + block_ - 1) / block_, team.id, team.size);
+    return {u.begin * block_,
+            std::min(H_, u.end * block_),
+            p.begin * block_,
+            std::min(P_, p.end * block_),
+            0,
+            B_,
+            team.size > 1};
   }
+
+ private:
+  int64_t unit_blocks() const { return (H_ + block_ - 1) / block_; }
+  int64_t H_, P_, B_, block_;
+  std::vector<int64_t> edges_;  // a split by samples: thread k's are [edges_[k], edges_[k+1])
 };
 
 // Runs body(team) on `threads` threads. With more than one, the body must not

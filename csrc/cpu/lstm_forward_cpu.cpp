@@ -78,12 +78,22 @@ void forward_steps(const LayerForward& f) {
   const int64_t T_ = steps.T(), B = steps.B(), H = f.c.size(1), P = f.h.size(1);
   const bool proj = f.w_hr.defined();
   const bool save = f.gates.defined();
-  // Packed once, multiplied every step: per gate, so that a thread's columns
-  // of the products are its units in all four gates.
+  // A bfloat16 call's products (BFloat16Products) read x rounded once, and h
+  // rounded once a step by each thread, not once per gate.
+  bool rounds = false;
+  if constexpr (std::is_same_v<T, float>) rounds = BFloat16Products::active();
+  const bool packed = rounds || panel_gemm_enabled(f.x.scalar_type());
+  const int64_t weight_bytes = (f.w_ih.numel() + f.w_hh.numel() + (proj ? f.w_hr.numel() : 0)) *
+                               (rounds ? 2 : static_cast<int64_t>(sizeof(T)));
+  const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
+  // Packed once, multiplied every step. Split by units, per gate, so that a
+  // thread's columns of the products are its units in all four gates; else
+  // whole, one product over all 4H columns (fewer partly filled panels).
+  const int64_t parts = split.by_samples() ? 1 : 4, width = 4 * H / parts;
   std::vector<StepMatrix<T>> w_in, w_gate;
-  for (int64_t q = 0; q < 4; ++q) {
-    w_in.emplace_back(f.w_ih.narrow(0, q * H, H).t());
-    w_gate.emplace_back(f.w_hh.narrow(0, q * H, H).t());
+  for (int64_t q = 0; q < parts; ++q) {
+    w_in.emplace_back(f.w_ih.narrow(0, q * width, width).t());
+    w_gate.emplace_back(f.w_hh.narrow(0, q * width, width).t());
   }
   const std::optional<StepMatrix<T>> w_hr_t =
       proj ? std::make_optional<StepMatrix<T>>(f.w_hr.t()) : std::nullopt;
@@ -115,9 +125,6 @@ void forward_steps(const LayerForward& f) {
                               f.cells.defined() ? f.cells.data_ptr<T>() : nullptr};
   const T* const x_rows = x.const_data_ptr<T>();
   T* const G_rows = G.data_ptr<T>();
-  // A bfloat16 call's products (BFloat16Products) read x rounded once, and h
-  // rounded once a step by each thread, not once per gate.
-  const bool rounds = w_gate[0].rounds();
   const int64_t I2 = padded_depth<c10::BFloat16>(I), P2 = padded_depth<c10::BFloat16>(P);
   auto round_h = [&](const T* h, int64_t rows, c10::BFloat16* out) {
     if constexpr (std::is_same_v<T, float>) rows_to_bf16(h, rows, P, P, out, P2);
@@ -130,16 +137,12 @@ void forward_steps(const LayerForward& f) {
   buf.zero_reset_rows(t_first, hbuf[0], P, 0, P, all);
   buf.zero_reset_rows(t_first, buf.c, H, 0, H, all);
 
-  const bool packed = w_gate[0].packed() && w_in[0].packed() && (!w_hr_t || w_hr_t->packed());
-  const int64_t item = rounds ? 2 : sizeof(T);
-  const int64_t weight_bytes =
-      (f.w_ih.numel() + f.w_hh.numel() + (proj ? f.w_hr.numel() : 0)) * item;
-  const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
   // Each thread's rounded h; allocated here, since nothing may throw in a team.
   std::vector<c10::BFloat16> h16_all(rounds ? split.threads * B * P2 : 0);
   run_team(split.threads, [&](const Team& team) {
     const StepSplit::Range rg = split.range(team);
     const auto [u0, u1, p0, p1, b0, b1, shared] = rg;
+    const int64_t n0 = parts == 1 ? 0 : u0, n1 = parts == 1 ? width : u1;  // a part's columns
     int64_t g_row0 = 0;  // the packed row G_rows starts at (when not saving)
     c10::BFloat16* const h16 = rounds ? h16_all.data() + team.id * B * P2 : nullptr;
     // Row 0 of the pre-activations of time t, the k-th step of the loop:
@@ -151,12 +154,12 @@ void forward_steps(const LayerForward& f) {
     };
     // This thread's columns of the pre-activations g of x's rows [row, row + m).
     auto project = [&](int64_t row, int64_t m, T* g) {
-      for (int64_t q = 0; q < 4; ++q) {
-        const T* bias_q = buf.bias != nullptr ? buf.bias + q * H : nullptr;
+      for (int64_t q = 0; q < parts; ++q) {
+        const T* bias_q = buf.bias != nullptr ? buf.bias + q * width : nullptr;
         if (rounds) {
-          w_in[q].multiply(m, x16_rows + row * I2, I2, g + q * H, 4 * H, u0, u1, bias_q);
+          w_in[q].multiply(m, x16_rows + row * I2, I2, g + q * width, 4 * H, n0, n1, bias_q);
         } else {
-          w_in[q].multiply(m, x_rows + row * I, I, g + q * H, 4 * H, u0, u1, bias_q);
+          w_in[q].multiply(m, x_rows + row * I, I, g + q * width, 4 * H, n0, n1, bias_q);
         }
       }
     };
@@ -185,11 +188,11 @@ void forward_steps(const LayerForward& f) {
       T* h_next = hbuf[(k + 1) % 2];
       T* R = buf.R + b0 * 4 * H;
       if (rounds) round_h(h_cur, m, h16);
-      for (int64_t q = 0; q < 4; ++q) {
+      for (int64_t q = 0; q < parts; ++q) {
         if (rounds) {
-          w_gate[q].multiply(m, h16, P2, R + q * H, 4 * H, u0, u1);
+          w_gate[q].multiply(m, h16, P2, R + q * width, 4 * H, n0, n1);
         } else {
-          w_gate[q].multiply(m, h_cur, P, R + q * H, 4 * H, u0, u1);
+          w_gate[q].multiply(m, h_cur, P, R + q * width, 4 * H, n0, n1);
         }
       }
       buf.gate_pass(t, g_at(t, k), h_next, rg);

@@ -79,9 +79,6 @@ class StepMatrix {
   // dispatcher state, and an exception there could not reach the caller.
   bool packed() const { return packed_.has_value() || bf16_.has_value(); }
 
-  // Whether products round their operands to bfloat16 (BFloat16Products).
-  bool rounds() const { return bf16_.has_value(); }
-
   // Columns [n0, n1) of c = init + a @ B for a (M, K), c (M, N), contiguous
   // rows of stride lda and ldc, and init a row of N added to every row (a
   // bias) or null. n0 and n1 must be multiples of kStepColumns<T> (n1 may
@@ -91,7 +88,7 @@ class StepMatrix {
 
   // The same for a already rounded to bfloat16 (rows_to_bf16; rows of stride
   // lda, padded to an even K), so that several products share one rounding.
-  // Only where rounds().
+  // Only for a matrix packed under BFloat16Products.
   void multiply(int64_t M, const c10::BFloat16* a, int64_t lda, T* c, int64_t ldc, int64_t n0,
                 int64_t n1, const T* init = nullptr) const;
 

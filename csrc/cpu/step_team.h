@@ -107,6 +107,7 @@ struct StepSplit {
   }
 
   int threads = 1;
+  bool by_samples() const { return !edges_.empty(); }
 
   // One thread's units [u0, u1), columns of h [p0, p1) and samples [b0, b1);
   // `shared` when other threads work on the same samples (a split by units),

@@ -9,9 +9,14 @@
 namespace rnnkernels {
 namespace {
 
-void check_like(const at::Tensor& input, const at::Tensor& t, const std::string& name) {
-  TORCH_CHECK(t.scalar_type() == input.scalar_type(), "rnnkernels.lstm: ", name, " has dtype ",
-              t.scalar_type(), " but input has dtype ", input.scalar_type());
+thread_local bool bf16_weights = false;
+
+void check_like(const at::Tensor& input, const at::Tensor& t, const std::string& name,
+                bool weight_matrix = false) {
+  const bool narrow = weight_matrix && Bfloat16Weights::active() &&
+                      t.scalar_type() == at::kBFloat16 && input.scalar_type() == at::kFloat;
+  TORCH_CHECK(t.scalar_type() == input.scalar_type() || narrow, "rnnkernels.lstm: ", name,
+              " has dtype ", t.scalar_type(), " but input has dtype ", input.scalar_type());
   TORCH_CHECK(t.device() == input.device(), "rnnkernels.lstm: ", name, " is on ", t.device(),
               " but input is on ", input.device());
 }
@@ -123,6 +128,10 @@ void LstmArgs::push(torch::jit::Stack& s) const {
                    bidirectional, dropout, train, window);
 }
 
+Bfloat16Weights::Bfloat16Weights() : outer_(bf16_weights) { bf16_weights = true; }
+Bfloat16Weights::~Bfloat16Weights() { bf16_weights = outer_; }
+bool Bfloat16Weights::active() { return bf16_weights; }
+
 StackDims check_args(const LstmArgs& a) {
   const at::Tensor& x = a.input;
   TORCH_CHECK(at::isFloatingType(x.scalar_type()),
@@ -185,7 +194,7 @@ StackDims check_args(const LstmArgs& a) {
       auto check = [&](const at::Tensor& t, const char* kind, at::IntArrayRef shape) {
         const std::string name = param_name(kind, layer, dir);
         check_shape(t, shape, name);
-        check_like(x, t, name);
+        check_like(x, t, name, shape.size() == 2);
       };
       check(w.w_ih, "weight_ih", {4 * d.H, d.layer_input(layer)});
       check(w.w_hh, "weight_hh", {4 * d.H, d.P});

@@ -69,6 +69,22 @@ struct StackDims {
 // Checks shapes, dtypes, devices and sizes of the shared arguments.
 StackDims check_args(const LstmArgs& a);
 
+// While one is alive on a thread, check_args also takes weight matrices in
+// bfloat16 beside a float32 input (the biases stay float32): the CPU's
+// bfloat16 calls run in float32 but keep their weights as they are, for the
+// kernels to pack straight into bfloat16 panels.
+class Bfloat16Weights {
+ public:
+  Bfloat16Weights();
+  ~Bfloat16Weights();
+  Bfloat16Weights(const Bfloat16Weights&) = delete;
+  Bfloat16Weights& operator=(const Bfloat16Weights&) = delete;
+  static bool active();
+
+ private:
+  bool outer_;
+};
+
 // One layer-direction's weights; undefined where the stack has none.
 struct GroupWeights {
   at::Tensor w_ih, w_hh, b_ih, b_hh, w_hr;

@@ -209,10 +209,33 @@ void pack_panel(c10::BFloat16* out, const float* b, int64_t K, int64_t n0, int64
   }
 }
 
+// The same from bfloat16, whose pairs of depths only move: element (k, j)
+// goes to panel row k / 2, half k % 2 of pair j.
+void pack_panel(c10::BFloat16* out, const c10::BFloat16* b, int64_t K, int64_t n0, int64_t nv,
+                int64_t sk, int64_t sn) {
+  constexpr int64_t NR = kPanelWidth<c10::BFloat16>;
+  auto place = [&](int64_t k, int64_t j) -> c10::BFloat16& {
+    return out[(k / 2) * 2 * NR + j * 2 + k % 2];
+  };
+  if (sk == 1) {
+    // A column's pairs of depths are adjacent: one 32-bit move each.
+    uint32_t* rows = reinterpret_cast<uint32_t*>(out);
+    for (int64_t j = 0; j < nv; ++j) {
+      const c10::BFloat16* col = b + (n0 + j) * sn;
+      for (int64_t h = 0; h < K / 2; ++h) std::memcpy(rows + h * NR + j, col + 2 * h, 4);
+      if (K % 2 == 1) place(K - 1, j) = col[K - 1];  // beside the zero padding
+    }
+    return;
+  }
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j = 0; j < nv; ++j) place(k, j) = b[k * sk + (n0 + j) * sn];
+}
+
 }  // namespace
 
 template <typename T>
-PanelMatrix<T>::PanelMatrix(const acc_t<T>* b, int64_t K, int64_t N, int64_t sk, int64_t sn)
+template <typename S>
+PanelMatrix<T>::PanelMatrix(const S* b, int64_t K, int64_t N, int64_t sk, int64_t sn)
     : K_(padded_depth<T>(K)), N_(N) {
   constexpr int64_t NR = kPanelWidth<T>;
   count_ = ceil_div(N, NR);
@@ -262,12 +285,20 @@ void PanelMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, i
 template class PanelMatrix<float>;
 template class PanelMatrix<double>;
 template class PanelMatrix<c10::BFloat16>;
+template PanelMatrix<float>::PanelMatrix(const float*, int64_t, int64_t, int64_t, int64_t);
+template PanelMatrix<double>::PanelMatrix(const double*, int64_t, int64_t, int64_t, int64_t);
+template PanelMatrix<c10::BFloat16>::PanelMatrix(const float*, int64_t, int64_t, int64_t, int64_t);
+template PanelMatrix<c10::BFloat16>::PanelMatrix(const c10::BFloat16*, int64_t, int64_t, int64_t,
+                                                 int64_t);
 
 namespace {
 
 // Float B (K, N), or its transpose, packed into bfloat16 panels.
 PanelMatrix<c10::BFloat16> bf16_panels(const at::Tensor& b, bool transposed) {
   const int64_t k = transposed ? 1 : 0;
+  if (b.scalar_type() == at::kBFloat16)  // a weight kept in bfloat16 (Bfloat16Weights)
+    return PanelMatrix<c10::BFloat16>(b.const_data_ptr<c10::BFloat16>(), b.size(k), b.size(1 - k),
+                                      b.stride(k), b.stride(1 - k));
   return PanelMatrix<c10::BFloat16>(b.const_data_ptr<float>(), b.size(k), b.size(1 - k),
                                     b.stride(k), b.stride(1 - k));
 }
@@ -376,8 +407,9 @@ void transpose_rows(const I* a, int64_t K, int64_t M, O* out, int64_t ldo) {
 }
 
 bool bf16_operands(const at::Tensor& a, const at::Tensor& b) {
-  return a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.device().is_cpu() &&
-         BFloat16Products::active();
+  return a.scalar_type() == at::kFloat &&
+         (b.scalar_type() == at::kFloat || b.scalar_type() == at::kBFloat16) &&
+         a.device().is_cpu() && BFloat16Products::active();
 }
 
 }  // namespace
@@ -440,17 +472,18 @@ at::Tensor bf16_rows(const at::Tensor& x) {
 }
 
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w) {
-  if (!panel_gemm_enabled(x.scalar_type()) || w.scalar_type() != x.scalar_type())
-    return at::mm(x, w.t());
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  at::Tensor out = workspace_empty({M, N}, x.options());
   if (bf16_operands(x, w)) {
+    at::Tensor out = workspace_empty({M, N}, x.options());
     const at::Tensor rows = bf16_rows(x);
     const PanelMatrix<c10::BFloat16> panels = bf16_panels(w, true);
     panels.multiply(M, rows.const_data_ptr<c10::BFloat16>(), rows.size(1),
                     out.mutable_data_ptr<float>(), N);
     return out;
   }
+  if (!panel_gemm_enabled(x.scalar_type()) || w.scalar_type() != x.scalar_type())
+    return at::mm(x, w.t());
+  at::Tensor out = workspace_empty({M, N}, x.options());
   const at::Tensor xc = x.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkernels_linear", [&] {
     // B(k, n) = w[n, k].

@@ -46,8 +46,10 @@ constexpr int64_t kStepColumns = 2 * 32 / static_cast<int64_t>(sizeof(T));
 template <typename T>
 class PanelMatrix {
  public:
-  // B(k, n) = b[k * sk + n * sn]; a float b for bfloat16 panels, rounded.
-  PanelMatrix(const acc_t<T>* b, int64_t K, int64_t N, int64_t sk, int64_t sn);
+  // B(k, n) = b[k * sk + n * sn]; for bfloat16 panels, a float b (rounded)
+  // or a bfloat16 one.
+  template <typename S>
+  PanelMatrix(const S* b, int64_t K, int64_t N, int64_t sk, int64_t sn);
 
   // Columns [p0, p1) * panel width (clipped to N) of c = init + a @ B on the
   // calling thread, for c (M, N) and a (M, K) of row strides ldc and lda, and

@@ -4,7 +4,8 @@
 // way out, so the cell state and every sum stay in float32 and gradients
 // come back in the parameters' dtype. A bfloat16 call's products round their
 // operands to bfloat16 (BFloat16Products), as oneDNN's do, at twice the
-// float rate where the CPU has avx512_bf16.
+// float rate where the CPU has avx512_bf16, and there its weight matrices
+// are not widened at all (Bfloat16Weights).
 #include <torch/library.h>
 
 #include "lstm_cpu.h"
@@ -23,10 +24,6 @@ bool narrow_float(const c10::IValue& v) {
   return t == at::kHalf || t == at::kBFloat16;
 }
 
-std::optional<BFloat16Products> bf16_products(at::ScalarType dtype) {
-  return dtype == at::kBFloat16 ? std::make_optional<BFloat16Products>() : std::nullopt;
-}
-
 // t in dtype, a copy from the workspace: the widened inputs are the
 // kernels' own, and a fresh multi-MiB buffer each call is new pages.
 at::Tensor cast(const at::Tensor& t, at::ScalarType dtype) {
@@ -36,26 +33,45 @@ at::Tensor cast(const at::Tensor& t, at::ScalarType dtype) {
 
 // Casts the tensors (and lists of tensors) in stack slots [first, first + n)
 // to dtype; `internal` when the casts are the kernels' inputs, not results.
+// With keep_matrices, bfloat16 weight matrices in a list stay as they are
+// (Bfloat16Weights): their panels are packed from them, and widening them
+// first costs a pass over every weight, twice their size, each call.
 void cast_slots(torch::jit::Stack& s, size_t first, size_t n, at::ScalarType dtype,
-                bool internal = true) {
+                bool internal = true, bool keep_matrices = false) {
   for (size_t i = first; i < first + n; ++i) {
     if (s[i].isTensor()) {
       s[i] = internal ? cast(s[i].toTensor(), dtype) : s[i].toTensor().to(dtype);
     } else if (s[i].isTensorList()) {
       std::vector<at::Tensor> list = s[i].toTensorVector();
-      for (at::Tensor& t : list) t = internal ? cast(t, dtype) : t.to(dtype);
+      for (at::Tensor& t : list) {
+        if (keep_matrices && t.dim() == 2 && t.scalar_type() == at::kBFloat16) continue;
+        t = internal ? cast(t, dtype) : t.to(dtype);
+      }
       s[i] = list;
     }
   }
 }
+
+// What a narrow-float call runs under: bfloat16 products where the CPU has
+// them, and then its weight matrices kept in bfloat16.
+struct NarrowCall {
+  explicit NarrowCall(at::ScalarType dtype) {
+    if (dtype != at::kBFloat16) return;
+    products.emplace();
+    if (BFloat16Products::active()) weights.emplace();
+  }
+  bool keeps_weights() const { return weights.has_value(); }
+  std::optional<BFloat16Products> products;
+  std::optional<Bfloat16Weights> weights;
+};
 
 void forward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   torch::jit::Stack& s = *stack;
   const size_t first = s.size() - (LstmArgs::kCount + 1);
   if (!narrow_float(s[first])) return run_forward(stack, kCpuKernels);
   const at::ScalarType dtype = s[first].toTensor().scalar_type();
-  cast_slots(s, first, 4, at::kFloat);  // input, hx, cx, params
-  const std::optional<BFloat16Products> products = bf16_products(dtype);
+  const NarrowCall call(dtype);
+  cast_slots(s, first, 4, at::kFloat, true, call.keeps_weights());  // input, hx, cx, params
   run_forward(stack, kCpuKernels);
   cast_slots(s, s.size() - 4, 3, dtype, false);  // output, hy, cy; saved stays float
 }
@@ -66,9 +82,10 @@ void backward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   const size_t input = first + 3;
   if (!narrow_float(s[input])) return run_backward(stack, kCpuKernels);
   const at::ScalarType dtype = s[input].toTensor().scalar_type();
-  cast_slots(s, first, 3 + 4, at::kFloat);                 // gradients, input, hx, cx, params
+  const NarrowCall call(dtype);
+  // gradients, input, hx, cx, params
+  cast_slots(s, first, 3 + 4, at::kFloat, true, call.keeps_weights());
   cast_slots(s, input + LstmArgs::kCount, 1, at::kFloat);  // output
-  const std::optional<BFloat16Products> products = bf16_products(dtype);
   run_backward(stack, kCpuKernels);
   cast_slots(s, s.size() - 4, 4, dtype, false);
 }

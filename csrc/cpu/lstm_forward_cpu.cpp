@@ -88,8 +88,9 @@ void forward_steps(const LayerForward& f) {
   const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
   // Packed once, multiplied every step. Split by units, per gate, so that a
   // thread's columns of the products are its units in all four gates; else
-  // whole, one product over all 4H columns (fewer partly filled panels).
-  const int64_t parts = split.by_samples() ? 1 : 4, width = 4 * H / parts;
+  // (or on one thread) whole, one product over all 4H columns: fewer partly
+  // filled panels, fewer calls.
+  const int64_t parts = split.by_samples() || split.threads == 1 ? 1 : 4, width = 4 * H / parts;
   std::vector<StepMatrix<T>> w_in, w_gate;
   for (int64_t q = 0; q < parts; ++q) {
     w_in.emplace_back(f.w_ih.narrow(0, q * width, width).t());

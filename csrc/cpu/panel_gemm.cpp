@@ -239,7 +239,9 @@ PanelMatrix<T>::PanelMatrix(const S* b, int64_t K, int64_t N, int64_t sk, int64_
     : K_(padded_depth<T>(K)), N_(N) {
   constexpr int64_t NR = kPanelWidth<T>;
   count_ = ceil_div(N, NR);
-  panels_ = at::empty({count_ * K_ * NR}, c10::CppTypeToScalarType<T>::value);
+  // From the pool: a large weight's panels would be new pages every call.
+  panels_ =
+      workspace_empty({count_ * K_ * NR}, at::TensorOptions(c10::CppTypeToScalarType<T>::value));
   T* dst = panels_.mutable_data_ptr<T>();
   data_ = dst;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K_ * NR));

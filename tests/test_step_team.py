@@ -6,10 +6,14 @@ every feature gives the reference's values, and the same bits as one thread
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from conftest import Sizes, config_outputs_and_grads, num_threads, requires_extension
+from conftest import Sizes, config_outputs_and_grads, forward_config, make_config, num_threads, requires_extension
 
 pytestmark = requires_extension
 
@@ -61,3 +65,57 @@ def test_two_threads_give_the_bits_of_one(config, dtype, gemm, split, monkeypatc
             assert torch.equal(u, v), f"item {i}: max abs diff {(u - v).abs().max().item():.3g}"
         else:  # at::mm on a thread's columns may round differently from a whole product
             torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+
+
+def infer(config, dtype, backend, threads, sizes):
+    """y, h, c under no_grad; with packing, one sample runs all T steps."""
+    with num_threads(threads), torch.no_grad():
+        m, x, lengths, kw = make_config(config, dtype, sizes, backend=backend, reset_p=0.2)
+        if lengths is not None:
+            lengths[0] = sizes.T
+        return forward_config(m, x, lengths, kw)
+
+
+# Inference projects the input in passes of several steps into a buffer of
+# one pass: T = 40 makes many passes; threads that split the samples drift
+# apart by any number of steps and must never share its rows.
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_inference_matches_the_reference_and_one_thread(config, split, monkeypatch):
+    monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", split)
+    sizes = Sizes(40, 24, I, H)
+    got = infer(CONFIGS[config], torch.float64, "fused", 2, sizes)
+    want = infer(CONFIGS[config], torch.float64, "reference", 1, sizes)
+    for i, (u, v) in enumerate(zip(got, want)):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12, msg=lambda m: f"item {i}: {m}")
+    one = infer(CONFIGS[config], torch.float32, "fused", 1, sizes)
+    two = infer(CONFIGS[config], torch.float32, "fused", 2, sizes)
+    assert all(torch.equal(u, v) for u, v in zip(one, two))
+
+
+SHORT_TEAM = f"""
+import torch, rnnkernels
+def run(threads, train):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    m = rnnkernels.LSTM({I}, {H}, dtype=torch.float64)
+    x = torch.randn(9, 24, {I}, dtype=torch.float64, requires_grad=train)
+    with torch.set_grad_enabled(train):
+        y, (h, c) = m(x)
+        out = [y, h, c]
+        if train:
+            out += torch.autograd.grad(y.square().sum() + h.sum() + c.sum(), [x, *m.parameters()])
+    return out
+for train in (False, True):
+    for i, (u, v) in enumerate(zip(run(2, train), run(1, train))):
+        assert torch.equal(u, v), f"train={{train}} item {{i}}: {{(u - v).abs().max().item():.3g}}"
+"""
+
+
+# OpenMP may give a team fewer threads than it asked for (here always:
+# OMP_THREAD_LIMIT=1); the threads it has must then take every share.
+@pytest.mark.parametrize("split", SPLITS)
+def test_a_smaller_team_than_asked_for_computes_every_sample(split):
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", RNNKERNELS_CPU_SPLIT=split)
+    run = subprocess.run([sys.executable, "-c", SHORT_TEAM], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -148,7 +148,7 @@ void forward_steps(const LayerForward& f) {
     c10::BFloat16* const h16 = rounds ? h16_all.data() + team.id * B * P2 : nullptr;
     // Row 0 of the pre-activations of time t, the k-th step of the loop:
     // packed rows when saving or split by units, else a slot of B rows a
-    // step, so that threads a pass apart never share a row.
+    // step, a row per sample, so that threads apart in time never share one.
     auto g_at = [&](int64_t t, int64_t k) {
       if (save || shared) return G_rows + (steps.offset(t) - g_row0) * 4 * H;
       return G_rows + (k % chunk) * B * 4 * H;

@@ -69,7 +69,7 @@ struct Team {
 struct StepSplit {
   // Split by samples where a thread's weights take at most kCachedBytes or
   // at most kBytesPerSample for each of its samples (measured: H256 from
-  // B32 on, H512 never in float32), and a share has at least kMinSamples.
+  // B32 on, H512 never in float32), and the batch has kMinSamples a thread.
   static constexpr int64_t kCachedBytes = int64_t(1) << 19, kBytesPerSample = int64_t(1) << 17,
                            kMinSamples = 4;
 
@@ -119,7 +119,13 @@ struct StepSplit {
     int64_t rows(int64_t nb) const { return std::max<int64_t>(0, std::min(b1, nb) - b0); }
   };
   Range range(const Team& team) const {
-    if (!edges_.empty()) return {0, H_, 0, P_, edges_[team.id], edges_[team.id + 1], false};
+    if (!edges_.empty()) {
+      // The runtime may give the team fewer threads than asked for
+      // (OMP_DYNAMIC, OMP_THREAD_LIMIT): each takes whole shares then.
+      const int n = static_cast<int>(edges_.size()) - 1;
+      const int lo = team.id * n / team.size, hi = (team.id + 1) * n / team.size;
+      return {0, H_, 0, P_, edges_[lo], edges_[hi], false};
+    }
     const Share u = share_of(unit_blocks(), team.id, team.size);
     const Share p = share_of((P_ + block_ - 1) / block_, team.id, team.size);
     return {u.begin * block_,

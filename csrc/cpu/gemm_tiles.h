@@ -46,9 +46,10 @@ constexpr int kMaxTileRows = 6;
 
 // c[m][n] = start + sum_k a[m * lda + k] * panel(k, n) for m < rows and n in
 // the np panels starting at b, panel p at b + p * panel_stride, k-major with
-// kPanelWidth<T> columns per k. start is c itself when accumulate, else
-// init[n] (a bias row) when init is set, else zero. For bfloat16, K is a
-// multiple of 2.
+// kPanelWidth<T> columns per k, n < cols (the rest of a partly filled last
+// panel is neither read from c or init nor written). start is c itself when
+// accumulate, else init[n] (a bias row) when init is set, else zero. For
+// bfloat16, K is a multiple of 2.
 template <typename T>
 struct Tile {
   int64_t K;
@@ -60,6 +61,7 @@ struct Tile {
   int64_t ldc;
   bool accumulate;
   const acc_t<T>* init = nullptr;
+  int64_t cols = INT64_MAX;
 };
 
 template <typename T>

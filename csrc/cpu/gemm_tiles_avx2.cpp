@@ -33,6 +33,11 @@ struct Vec<float> {
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static __m256i first(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static V load_n(const float* p, int n) { return _mm256_maskload_ps(p, first(n)); }
+  static void store_n(float* p, V v, int n) { _mm256_maskstore_ps(p, first(n), v); }
 };
 
 template <>
@@ -46,6 +51,11 @@ struct Vec<double> {
   static V broadcast(const double* p) { return _mm256_broadcast_sd(p); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static __m256i first(int n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static V load_n(const double* p, int n) { return _mm256_maskload_pd(p, first(n)); }
+  static void store_n(double* p, V v, int n) { _mm256_maskstore_pd(p, first(n), v); }
 };
 
 #include "gemm_tiles_isa.h"

@@ -22,6 +22,9 @@ namespace {
 template <typename T>
 struct Vec;
 
+// The mask of the first n lanes.
+inline __mmask16 first16(int n) { return static_cast<__mmask16>((1u << n) - 1); }
+
 template <>
 struct Vec<float> {
   using V = __m512;
@@ -33,6 +36,8 @@ struct Vec<float> {
   static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(first16(n), p); }
+  static void store_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, first16(n), v); }
 };
 
 template <>
@@ -46,6 +51,12 @@ struct Vec<double> {
   static V broadcast(const double* p) { return _mm512_set1_pd(*p); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static V load_n(const double* p, int n) {
+    return _mm512_maskz_loadu_pd(static_cast<__mmask8>(first16(n)), p);
+  }
+  static void store_n(double* p, V v, int n) {
+    _mm512_mask_storeu_pd(p, static_cast<__mmask8>(first16(n)), v);
+  }
 };
 
 #include "gemm_tiles_isa.h"

@@ -41,6 +41,12 @@ struct Vec<c10::BFloat16> {
   }
   static V fma(B a, B b, V c) { return _mm512_dpbf16_ps(c, a, b); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V load_n(const float* p, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
+  static void store_n(float* p, V v, int n) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+  }
 };
 
 #include "gemm_tiles_isa.h"

@@ -15,13 +15,25 @@ void tile(const Tile<T>& t) {
   constexpr int W = A::W, PV = kPanelWidth<T> / W, NV = PV * NP;
   constexpr int64_t G = kDepthGroup<T>;
   V acc[MR][NV];
+  // Only a tile over a partly filled last panel masks its loads and stores:
+  // one test a tile, not one a vector.
+  const bool whole = t.cols >= NV * W;
+  auto valid = [&](int v) {
+    return static_cast<int>(std::min<int64_t>(W, std::max<int64_t>(0, t.cols - v * W)));
+  };
+  auto load = [&](const acc_t<T>* p, int v) {
+    const int n = valid(v);
+    return n == W ? A::load(p) : n > 0 ? A::load_n(p, n) : A::zero();
+  };
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)  // the np panels are adjacent columns of c
-      acc[m][v] = t.accumulate ? A::load(t.c + m * t.ldc + v * W)
-                  : t.init     ? A::load(t.init + v * W)
-                               : A::zero();
+    for (int v = 0; v < NV; ++v) {  // the np panels are adjacent columns of c
+      const acc_t<T>* start = t.accumulate ? t.c + m * t.ldc : t.init;
+      acc[m][v] = start == nullptr ? A::zero()
+                  : whole          ? A::load(start + v * W)
+                                   : load(start + v * W, v);
+    }
   }
   const T* b = t.b;
   const T* a = t.a;
@@ -37,10 +49,25 @@ void tile(const Tile<T>& t) {
       for (int v = 0; v < NV; ++v) acc[m][v] = A::fma(av, bv[v], acc[m][v]);
     }
   }
+  if (whole) {
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) A::store(t.c + m * t.ldc + v * W, acc[m][v]);
+    }
+    return;
+  }
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) A::store(t.c + m * t.ldc + v * W, acc[m][v]);
+    for (int v = 0; v < NV; ++v) {
+      const int n = valid(v);
+      if (n == W) {
+        A::store(t.c + m * t.ldc + v * W, acc[m][v]);
+      } else if (n > 0) {
+        A::store_n(t.c + m * t.ldc + v * W, acc[m][v], n);
+      }
+    }
   }
 }
 

@@ -87,16 +87,17 @@ struct BlockRunner {
   void run(int64_t rows, const T* a, int64_t lda, int64_t k0, int64_t kc, int64_t p0, int64_t p1,
            Acc* c, int64_t ldc, bool accumulate, const Acc* init) const {
     constexpr int64_t NR = kPanelWidth<T>;
-    const int64_t full = N / NR;  // panels with no padding
     const int64_t blocks = ceil_div(rows, kMaxTileRows);
     const int tallest = static_cast<int>(ceil_div(rows, blocks));
     const int np = tiles.np[tallest];
     for (int64_t p = p0; p < p1;) {
-      const int64_t whole = std::min(p1, full) - p;  // unpadded panels left
-      const int n_here = whole > 1 ? tiles.fit[tallest][std::min<int64_t>(np, whole)] : 1;
+      // Even groups of panels (13 at 4 a tile: 4, 3, 3, 3, not 4, 4, 4, 1):
+      // a narrow tile runs at a fraction of a wide one's rate, and a partly
+      // filled last panel joins a group, its tail masked (Tile::cols).
+      const int64_t left = p1 - p;
+      const int n_here = tiles.fit[tallest][ceil_div(left, ceil_div(left, np))];
       for (int64_t i = 0; i < blocks; ++i) {
         const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
-        const int r = static_cast<int>(r1 - r0);
         const Tile<T> t{kc,
                         a + r0 * lda,
                         lda,
@@ -105,37 +106,12 @@ struct BlockRunner {
                         c + r0 * ldc + p * NR,
                         ldc,
                         accumulate,
-                        init != nullptr ? init + p * NR : nullptr};
-        TileFn<T> f = tiles.fn[r][n_here];
-        if (p < full) {
-          f(t);
-        } else {
-          scratch_tile(t, f, r, N - p * NR);
-        }
+                        init != nullptr ? init + p * NR : nullptr,
+                        N - p * NR};
+        tiles.fn[r1 - r0][n_here](t);
       }
       p += n_here;
     }
-  }
-
-  static void scratch_tile(Tile<T> t, TileFn<T> f, int rows, int64_t valid) {
-    constexpr int64_t NR = kPanelWidth<T>;
-    Acc buf[kMaxTileRows * NR];
-    for (int m = 0; m < rows; ++m) {
-      for (int64_t j = 0; j < NR; ++j) {
-        buf[m * NR + j] = j >= valid     ? Acc(0)
-                          : t.accumulate ? t.c[m * t.ldc + j]
-                          : t.init       ? t.init[j]
-                                         : Acc(0);
-      }
-    }
-    Acc* c = t.c;
-    const int64_t ldc = t.ldc;
-    t.c = buf;
-    t.ldc = NR;
-    t.accumulate = true;
-    t.init = nullptr;
-    f(t);
-    for (int m = 0; m < rows; ++m) std::memcpy(c + m * ldc, buf + m * NR, valid * sizeof(Acc));
   }
 };
 

@@ -9,11 +9,9 @@
 namespace rnnkernels {
 namespace {
 
-thread_local bool bf16_weights = false;
-
 void check_like(const at::Tensor& input, const at::Tensor& t, const std::string& name,
                 bool weight_matrix = false) {
-  const bool narrow = weight_matrix && Bfloat16Weights::active() &&
+  const bool narrow = weight_matrix && BFloat16Weights::raised() &&
                       t.scalar_type() == at::kBFloat16 && input.scalar_type() == at::kFloat;
   TORCH_CHECK(t.scalar_type() == input.scalar_type() || narrow, "rnnkernels.lstm: ", name,
               " has dtype ", t.scalar_type(), " but input has dtype ", input.scalar_type());
@@ -127,10 +125,6 @@ void LstmArgs::push(torch::jit::Stack& s) const {
   torch::jit::push(s, input, hx, cx, params, batch_sizes, reset, has_biases, num_layers,
                    bidirectional, dropout, train, window);
 }
-
-Bfloat16Weights::Bfloat16Weights() : outer_(bf16_weights) { bf16_weights = true; }
-Bfloat16Weights::~Bfloat16Weights() { bf16_weights = outer_; }
-bool Bfloat16Weights::active() { return bf16_weights; }
 
 StackDims check_args(const LstmArgs& a) {
   const at::Tensor& x = a.input;

@@ -9,6 +9,8 @@
 #include <optional>
 #include <vector>
 
+#include "thread_scope.h"
+
 namespace rnnkernels {
 
 // The arguments every op of the family shares, in schema order. input is
@@ -73,17 +75,7 @@ StackDims check_args(const LstmArgs& a);
 // bfloat16 beside a float32 input (the biases stay float32): the CPU's
 // bfloat16 calls run in float32 but keep their weights as they are, for the
 // kernels to pack straight into bfloat16 panels.
-class Bfloat16Weights {
- public:
-  Bfloat16Weights();
-  ~Bfloat16Weights();
-  Bfloat16Weights(const Bfloat16Weights&) = delete;
-  Bfloat16Weights& operator=(const Bfloat16Weights&) = delete;
-  static bool active();
-
- private:
-  bool outer_;
-};
+using BFloat16Weights = ThreadScope<struct BFloat16WeightsTag>;
 
 // One layer-direction's weights; undefined where the stack has none.
 struct GroupWeights {

@@ -129,9 +129,8 @@ void backward_steps(const LayerBackward& lb) {
                                proj ? lb.r_all.data_ptr<T>() : nullptr};
 
   const bool packed = w_hh_m.packed() && (!w_hr_m || w_hr_m->packed());
-  const int64_t weight_bytes = (lb.w_hh.numel() + (proj ? lb.w_hr.numel() : 0)) *
-                               (BFloat16Products::active() ? 2 : static_cast<int64_t>(sizeof(T)));
-  const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
+  const StepSplit split(steps, H, P, kStepColumns<T>,
+                        panel_bytes<T>(lb.w_hh) + panel_bytes<T>(lb.w_hr), packed);
   run_team(split.threads, [&](const Team& team) {
     const StepSplit::Range r = split.range(team);
     const auto [u0, u1, p0, p1, b0, b1, shared] = r;

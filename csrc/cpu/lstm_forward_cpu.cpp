@@ -80,11 +80,10 @@ void forward_steps(const LayerForward& f) {
   const bool save = f.gates.defined();
   // A bfloat16 call's products (BFloat16Products) read x rounded once, and h
   // rounded once a step by each thread, not once per gate.
-  bool rounds = false;
-  if constexpr (std::is_same_v<T, float>) rounds = BFloat16Products::active();
+  const bool rounds = std::is_same_v<T, float> && BFloat16Products::active();
   const bool packed = rounds || panel_gemm_enabled(f.x.scalar_type());
-  const int64_t weight_bytes = (f.w_ih.numel() + f.w_hh.numel() + (proj ? f.w_hr.numel() : 0)) *
-                               (rounds ? 2 : static_cast<int64_t>(sizeof(T)));
+  const int64_t weight_bytes =
+      panel_bytes<T>(f.w_ih) + panel_bytes<T>(f.w_hh) + panel_bytes<T>(f.w_hr);
   const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
   // Packed once, multiplied every step. Split by units, per gate, so that a
   // thread's columns of the products are its units in all four gates; else

@@ -43,8 +43,6 @@ bool wide_tiles() {
   return avx512_tile_f32(1, 1) != nullptr && (env == nullptr || std::strcmp(env, "avx2") != 0);
 }
 
-thread_local bool bf16_scope = false;
-
 // The tiles of one depth block: panels in the outer loop, so each panel's
 // slice is read once while the rows of a (a few, at step shapes) stay in
 // cache. The tile over the last, partly filled panel goes through a
@@ -126,9 +124,7 @@ bool panel_gemm_enabled(at::ScalarType dtype) {
   return avx2_tile_f32(1, 1) != nullptr;
 }
 
-BFloat16Products::BFloat16Products() : outer_(bf16_scope) { bf16_scope = true; }
-BFloat16Products::~BFloat16Products() { bf16_scope = outer_; }
-bool BFloat16Products::active() { return bf16_scope && panel_gemm_enabled(at::kBFloat16); }
+bool BFloat16Products::active() { return raised() && panel_gemm_enabled(at::kBFloat16); }
 
 namespace {
 
@@ -271,10 +267,10 @@ template PanelMatrix<c10::BFloat16>::PanelMatrix(const c10::BFloat16*, int64_t, 
 
 namespace {
 
-// Float B (K, N), or its transpose, packed into bfloat16 panels.
+// Float or bfloat16 B (K, N), or its transpose, packed into bfloat16 panels.
 PanelMatrix<c10::BFloat16> bf16_panels(const at::Tensor& b, bool transposed) {
   const int64_t k = transposed ? 1 : 0;
-  if (b.scalar_type() == at::kBFloat16)  // a weight kept in bfloat16 (Bfloat16Weights)
+  if (b.scalar_type() == at::kBFloat16)  // a weight kept in bfloat16 (BFloat16Weights)
     return PanelMatrix<c10::BFloat16>(b.const_data_ptr<c10::BFloat16>(), b.size(k), b.size(1 - k),
                                       b.stride(k), b.stride(1 - k));
   return PanelMatrix<c10::BFloat16>(b.const_data_ptr<float>(), b.size(k), b.size(1 - k),

@@ -10,6 +10,7 @@
 
 #include <optional>
 
+#include "../thread_scope.h"
 #include "gemm_tiles.h"
 
 namespace rnnkernels {
@@ -25,17 +26,21 @@ bool panel_gemm_enabled(at::ScalarType dtype);
 // twice the float rate: a bfloat16 call runs its time loops in float on
 // these products. Without avx512_bf16 (or with the panel GEMM off) products
 // stay in float.
-class BFloat16Products {
+class BFloat16Products : public ThreadScope<BFloat16Products> {
  public:
-  BFloat16Products();
-  ~BFloat16Products();
-  BFloat16Products(const BFloat16Products&) = delete;
-  BFloat16Products& operator=(const BFloat16Products&) = delete;
+  // Whether one is alive here and the CPU runs bfloat16 products.
   static bool active();
-
- private:
-  bool outer_;
 };
+
+// Bytes of b's panels packed now on this thread, padding aside (0 for an
+// undefined b): two a value for float products under BFloat16Products.
+// What a time loop weighs when it picks how to split (StepSplit).
+template <typename T>
+int64_t panel_bytes(const at::Tensor& b) {
+  if (!b.defined()) return 0;
+  const bool bf16 = std::is_same_v<T, float> && BFloat16Products::active();
+  return b.numel() * (bf16 ? 2 : static_cast<int64_t>(sizeof(T)));
+}
 
 // Column granularity of a thread's share of a product: one panel.
 template <typename T>

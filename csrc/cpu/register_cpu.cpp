@@ -5,7 +5,7 @@
 // come back in the parameters' dtype. A bfloat16 call's products round their
 // operands to bfloat16 (BFloat16Products), as oneDNN's do, at twice the
 // float rate where the CPU has avx512_bf16, and there its weight matrices
-// are not widened at all (Bfloat16Weights).
+// are not widened at all (BFloat16Weights).
 #include <torch/library.h>
 
 #include "lstm_cpu.h"
@@ -34,7 +34,7 @@ at::Tensor cast(const at::Tensor& t, at::ScalarType dtype) {
 // Casts the tensors (and lists of tensors) in stack slots [first, first + n)
 // to dtype; `internal` when the casts are the kernels' inputs, not results.
 // With keep_matrices, bfloat16 weight matrices in a list stay as they are
-// (Bfloat16Weights): their panels are packed from them, and widening them
+// (BFloat16Weights): their panels are packed from them, and widening them
 // first costs a pass over every weight, twice their size, each call.
 void cast_slots(torch::jit::Stack& s, size_t first, size_t n, at::ScalarType dtype,
                 bool internal = true, bool keep_matrices = false) {
@@ -62,7 +62,7 @@ struct NarrowCall {
   }
   bool keeps_weights() const { return weights.has_value(); }
   std::optional<BFloat16Products> products;
-  std::optional<Bfloat16Weights> weights;
+  std::optional<BFloat16Weights> weights;
 };
 
 void forward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {

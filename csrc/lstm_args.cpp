@@ -11,10 +11,11 @@ namespace {
 
 void check_like(const at::Tensor& input, const at::Tensor& t, const std::string& name,
                 bool weight_matrix = false) {
+  const at::ScalarType want = kernel_type(input);
   const bool narrow = weight_matrix && BFloat16Weights::raised() &&
-                      t.scalar_type() == at::kBFloat16 && input.scalar_type() == at::kFloat;
-  TORCH_CHECK(t.scalar_type() == input.scalar_type() || narrow, "rnnkernels.lstm: ", name,
-              " has dtype ", t.scalar_type(), " but input has dtype ", input.scalar_type());
+                      t.scalar_type() == at::kBFloat16 && want == at::kFloat;
+  TORCH_CHECK(t.scalar_type() == want || narrow, "rnnkernels.lstm: ", name, " has dtype ",
+              t.scalar_type(), " but input has dtype ", input.scalar_type());
   TORCH_CHECK(t.device() == input.device(), "rnnkernels.lstm: ", name, " is on ", t.device(),
               " but input is on ", input.device());
 }

@@ -71,11 +71,18 @@ struct StackDims {
 // Checks shapes, dtypes, devices and sizes of the shared arguments.
 StackDims check_args(const LstmArgs& a);
 
-// While one is alive on a thread, check_args also takes weight matrices in
-// bfloat16 beside a float32 input (the biases stay float32): the CPU's
-// bfloat16 calls run in float32 but keep their weights as they are, for the
-// kernels to pack straight into bfloat16 panels.
+// While one is alive on a thread, a bfloat16 call runs in float32 but keeps
+// its input and weight matrices as they are, for the kernels to round
+// nothing twice: check_args takes them in bfloat16 beside float32 states
+// and biases, and the stack's buffers are float32 (kernel_type).
 using BFloat16Weights = ThreadScope<struct BFloat16WeightsTag>;
+
+// The dtype a call's kernels, buffers and states run in: float32 for a
+// bfloat16 input under BFloat16Weights, else the input's.
+inline at::ScalarType kernel_type(const at::Tensor& input) {
+  return input.scalar_type() == at::kBFloat16 && BFloat16Weights::raised() ? at::kFloat
+                                                                           : input.scalar_type();
+}
 
 // One layer-direction's weights; undefined where the stack has none.
 struct GroupWeights {

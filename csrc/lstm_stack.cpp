@@ -49,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
   const KernelScope scope;
   const StackDims d = check_args(a);
   const StepRows steps(a, d);
-  const auto opts = a.input.options();
+  const auto opts = a.input.options().dtype(kernel_type(a.input));
   const auto acc_opts = opts.dtype(acc_type(a.input.scalar_type()));
   at::Tensor hy = state_or_zeros(a.hx, {d.groups(), d.B, d.P}, opts);
   at::Tensor cy = state_or_zeros(a.cx, {d.groups(), d.B, d.H}, acc_opts);
@@ -59,10 +59,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
   std::vector<at::Tensor> saved;
   at::Tensor x = a.input.reshape({d.rows, d.I});
   at::Tensor output;
+  // The last layer's output is the user's, unless the caller rounds it to
+  // the input's narrower dtype; the others are the op's own.
+  const bool output_is_users = kernel_type(a.input) == a.input.scalar_type();
   for (const auto layer : c10::irange(d.L)) {
-    // The last layer's output is the user's; the others are the op's own.
-    at::Tensor out = layer + 1 == d.L ? at::empty({d.rows, d.D * d.P}, opts)
-                                      : kernels.empty({d.rows, d.D * d.P}, opts);
+    at::Tensor out = layer + 1 == d.L && output_is_users ? at::empty({d.rows, d.D * d.P}, opts)
+                                                         : kernels.empty({d.rows, d.D * d.P}, opts);
     at::Tensor cells = save ? kernels.empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
     std::vector<at::Tensor> gates;
     for (const auto dir : c10::irange(d.D)) {
@@ -117,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
   const std::vector<SavedLayer> layers =
       check_backward_args(a, d, grad_output, grad_hy, grad_cy, output, saved);
   const StepRows steps(a, d);
-  const auto opts = a.input.options();
+  const auto opts = a.input.options().dtype(kernel_type(a.input));
   const auto acc_opts = opts.dtype(acc_type(a.input.scalar_type()));
   at::Tensor dhx = state_or_zeros(grad_hy, {d.groups(), d.B, d.P}, opts);
   at::Tensor dcx = state_or_zeros(grad_cy, {d.groups(), d.B, d.H}, acc_opts);

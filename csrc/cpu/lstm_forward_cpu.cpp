@@ -81,7 +81,9 @@ void forward_steps(const LayerForward& f) {
   // A bfloat16 call's products (BFloat16Products) read x rounded once, and h
   // rounded once a step by each thread, not once per gate.
   const bool rounds = std::is_same_v<T, float> && BFloat16Products::active();
-  const bool packed = rounds || panel_gemm_enabled(f.x.scalar_type());
+  const bool packed = rounds || panel_gemm_enabled(f.y.scalar_type());
+  // A bfloat16 x (BFloat16Weights) is read only through its rounded rows.
+  TORCH_INTERNAL_ASSERT(rounds || f.x.scalar_type() == f.y.scalar_type());
   const int64_t weight_bytes =
       panel_bytes<T>(f.w_ih) + panel_bytes<T>(f.w_hh) + panel_bytes<T>(f.w_hr);
   const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
@@ -103,9 +105,9 @@ void forward_steps(const LayerForward& f) {
   // The pre-activations of a pass of steps: in the saved gates when saving
   // (the gate pass overwrites them with the gates), else in a buffer for one
   // pass.
-  at::Tensor G = save ? f.gates : at::empty({chunk * B, 4 * H}, x.options());
-  at::Tensor R = at::empty({B, 4 * H}, x.options());
-  at::Tensor r = proj ? at::empty({B, H}, x.options()) : at::Tensor();
+  at::Tensor G = save ? f.gates : at::empty({chunk * B, 4 * H}, f.y.options());
+  at::Tensor R = at::empty({B, 4 * H}, f.y.options());
+  at::Tensor r = proj ? at::empty({B, H}, f.y.options()) : at::Tensor();
   // h alternates between two buffers, so a step's product reads all of the
   // previous h while the team writes the next. Both start as h0: a reverse
   // direction's samples join at their own last step and read whichever.
@@ -123,7 +125,7 @@ void forward_steps(const LayerForward& f) {
                               f.y.data_ptr<T>(),
                               f.y.stride(0),
                               f.cells.defined() ? f.cells.data_ptr<T>() : nullptr};
-  const T* const x_rows = x.const_data_ptr<T>();
+  const T* const x_rows = rounds ? nullptr : x.const_data_ptr<T>();
   T* const G_rows = G.data_ptr<T>();
   const int64_t I2 = padded_depth<c10::BFloat16>(I), P2 = padded_depth<c10::BFloat16>(P);
   auto round_h = [&](const T* h, int64_t rows, c10::BFloat16* out) {
@@ -221,7 +223,7 @@ void forward_steps(const LayerForward& f) {
 }  // namespace
 
 void forward_layer_cpu(const LayerForward& f) {
-  AT_DISPATCH_FLOATING_TYPES(f.x.scalar_type(), "rnnkernels_lstm_forward_cpu",
+  AT_DISPATCH_FLOATING_TYPES(f.y.scalar_type(), "rnnkernels_lstm_forward_cpu",
                              [&] { forward_steps<scalar_t>(f); });
 }
 

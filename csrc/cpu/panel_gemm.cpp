@@ -199,6 +199,19 @@ void pack_panel(c10::BFloat16* out, const c10::BFloat16* b, int64_t K, int64_t n
     }
     return;
   }
+  if (sn == 1) {
+    // Rows 2h and 2h + 1 of b interleave into panel row h (vectorized by the
+    // compiler: widen, shift, or).
+    uint32_t* rows = reinterpret_cast<uint32_t*>(out);
+    for (int64_t h = 0; h < K / 2; ++h) {
+      const uint16_t* even = reinterpret_cast<const uint16_t*>(b + 2 * h * sk + n0);
+      const uint16_t* odd = even + sk;
+      for (int64_t j = 0; j < nv; ++j) rows[h * NR + j] = even[j] | uint32_t(odd[j]) << 16;
+    }
+    if (K % 2 == 1)
+      for (int64_t j = 0; j < nv; ++j) place(K - 1, j) = b[(K - 1) * sk + n0 + j];
+    return;
+  }
   for (int64_t k = 0; k < K; ++k)
     for (int64_t j = 0; j < nv; ++j) place(k, j) = b[k * sk + (n0 + j) * sn];
 }
@@ -434,8 +447,15 @@ std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs) {
 }
 
 at::Tensor bf16_rows(const at::Tensor& x) {
-  const at::Tensor xc = x.contiguous();
   const int64_t M = x.size(0), K = x.size(1), K2 = padded_depth<c10::BFloat16>(K);
+  if (x.scalar_type() == at::kBFloat16) {
+    if (K2 == K && x.is_contiguous()) return x;  // already such rows
+    at::Tensor rows = workspace_empty({M, K2}, x.options());
+    rows.narrow(1, K, K2 - K).zero_();
+    rows.narrow(1, 0, K).copy_(x);
+    return rows;
+  }
+  const at::Tensor xc = x.contiguous();
   at::Tensor rows = workspace_empty({M, K2}, x.options().dtype(at::kBFloat16));
   const float* src = xc.const_data_ptr<float>();
   c10::BFloat16* dst = rows.mutable_data_ptr<c10::BFloat16>();

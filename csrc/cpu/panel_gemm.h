@@ -112,7 +112,8 @@ std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs);
 
 // The rows of a float x (M, K) rounded to bfloat16, each padded with a zero
 // to an even depth: the rounded A of bfloat16 products over all steps, in a
-// recycled buffer. Only where panel_gemm_enabled(at::kBFloat16).
+// recycled buffer (a bfloat16 x is such rows already, or copied into them).
+// Only where panel_gemm_enabled(at::kBFloat16).
 at::Tensor bf16_rows(const at::Tensor& x);
 
 // x @ w^T over all steps, into a recycled buffer (workspace.h): dx = dG @

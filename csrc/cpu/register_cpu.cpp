@@ -4,8 +4,8 @@
 // way out, so the cell state and every sum stay in float32 and gradients
 // come back in the parameters' dtype. A bfloat16 call's products round their
 // operands to bfloat16 (BFloat16Products), as oneDNN's do, at twice the
-// float rate where the CPU has avx512_bf16, and there its weight matrices
-// are not widened at all (BFloat16Weights).
+// float rate where the CPU has avx512_bf16, and there its input and weight
+// matrices are not widened at all (BFloat16Weights).
 #include <torch/library.h>
 
 #include "lstm_cpu.h"
@@ -53,7 +53,7 @@ void cast_slots(torch::jit::Stack& s, size_t first, size_t n, at::ScalarType dty
 }
 
 // What a narrow-float call runs under: bfloat16 products where the CPU has
-// them, and then its weight matrices kept in bfloat16.
+// them, and then its input and weight matrices kept in bfloat16.
 struct NarrowCall {
   explicit NarrowCall(at::ScalarType dtype) {
     if (dtype != at::kBFloat16) return;
@@ -61,6 +61,12 @@ struct NarrowCall {
     if (BFloat16Products::active()) weights.emplace();
   }
   bool keeps_weights() const { return weights.has_value(); }
+  // Widens the call's input (slot `input`; kept where the weights are), hx,
+  // cx and params (slots input + 1 to input + 3).
+  void widen_arguments(torch::jit::Stack& s, size_t input) const {
+    if (!keeps_weights()) cast_slots(s, input, 1, at::kFloat);
+    cast_slots(s, input + 1, 3, at::kFloat, true, keeps_weights());
+  }
   std::optional<BFloat16Products> products;
   std::optional<BFloat16Weights> weights;
 };
@@ -71,7 +77,7 @@ void forward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   if (!narrow_float(s[first])) return run_forward(stack, kCpuKernels);
   const at::ScalarType dtype = s[first].toTensor().scalar_type();
   const NarrowCall call(dtype);
-  cast_slots(s, first, 4, at::kFloat, true, call.keeps_weights());  // input, hx, cx, params
+  call.widen_arguments(s, first);
   run_forward(stack, kCpuKernels);
   cast_slots(s, s.size() - 4, 3, dtype, false);  // output, hy, cy; saved stays float
 }
@@ -83,8 +89,8 @@ void backward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   if (!narrow_float(s[input])) return run_backward(stack, kCpuKernels);
   const at::ScalarType dtype = s[input].toTensor().scalar_type();
   const NarrowCall call(dtype);
-  // gradients, input, hx, cx, params
-  cast_slots(s, first, 3 + 4, at::kFloat, true, call.keeps_weights());
+  cast_slots(s, first, 3, at::kFloat);  // gradients
+  call.widen_arguments(s, input);
   cast_slots(s, input + LstmArgs::kCount, 1, at::kFloat);  // output
   run_backward(stack, kCpuKernels);
   cast_slots(s, s.size() - 4, 4, dtype, false);

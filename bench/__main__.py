@@ -131,18 +131,7 @@ def main(argv=None) -> int:
     progress = tqdm(args.configs, desc="bench", unit="config", leave=False, disable=not sys.stderr.isatty())
     for cfg in progress:
         progress.set_postfix_str(cfg.name)
-        recs, skips, cfg_notes = runner.run_config(
-            cfg,
-            args.backends,
-            args.modes,
-            args.device,
-            args.repeats,
-            args.warmup,
-            args.min_seconds,
-            rooflines,
-            measure_memory=not args.no_memory,
-            verify=not args.no_check,
-        )
+        recs, skips, cfg_notes = runner.run_config(cfg, args, rooflines)
         records += recs
         skipped += skips
         notes += cfg_notes

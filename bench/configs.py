@@ -26,7 +26,7 @@ class Config:
     name: str
     T: int
     B: int
-    I: int  # noqa: E741
+    I: int
     H: int
     layers: int = 1
     dtype: str = "float32"
@@ -61,13 +61,7 @@ class Config:
 
 
 def lstm_forward_flops(
-    T: int,
-    B: int,
-    I: int,
-    H: int,  # noqa: E741
-    layers: int = 1,
-    bidirectional: bool = False,
-    proj: int = 0,
+    T: int, B: int, I: int, H: int, layers: int = 1, bidirectional: bool = False, proj: int = 0
 ) -> int:
     """Multiply-adds (x2) of the GEMMs of one forward pass.
 

@@ -22,14 +22,14 @@ import torch
 import rnnkernels
 from rnnkernels._extension import _C
 
-from .timing import interleaved
+from .timing import interleaved, median_ratio
 
 
 def medians(fns: dict, repeats: int) -> dict:
     return {k: float(np.median(v)) for k, v in interleaved(fns, torch.device("cpu"), repeats, warmup=3).items()}
 
 
-def layer(T, B, I, H):  # noqa: E741
+def layer(T, B, I, H):
     """A float32 training-mode layer, an input that wants its gradient, an output gradient."""
     torch.manual_seed(0)
     m = rnnkernels.LSTM(I, H, backend="fused")
@@ -58,7 +58,7 @@ def step_products(T, B, H, dtype=torch.float32) -> dict:
 
 
 def breakdown(args):
-    T, B, I, H = args.config  # noqa: E741
+    T, B, I, H = args.config
     m, x, grad_y = layer(T, B, I, H)
     inference = copy.deepcopy(m).eval()
     wrt = [x, *m.parameters()]
@@ -104,7 +104,7 @@ def gemm(args):
 
 
 def features(args):
-    T, B, I, H = args.config  # noqa: E741
+    T, B, I, H = args.config
     m, x, grad_y = layer(T, B, I, H)
     wrt = [x, *m.parameters()]
     reset = torch.rand(T, B, generator=torch.Generator().manual_seed(1)) < args.reset
@@ -128,11 +128,6 @@ def features(args):
         print(f"{name:14s} {ms:8.3f} ms  {100 * (ms / rows['plain'] - 1):+6.1f}%")
 
 
-def ratio(a: list, b: list) -> float:
-    """Median over rounds of a[i] / b[i]: the two were timed side by side."""
-    return float(np.median(np.asarray(a) / np.asarray(b)))
-
-
 def against_nn_lstm(ours, calls, repeats, warmup=3):
     """Interleaved times of calls(model) for ours and an nn.LSTM with its weights."""
     ref = torch.nn.LSTM(ours.input_size, ours.hidden_size, ours.num_layers, bidirectional=ours.bidirectional)
@@ -144,7 +139,7 @@ def against_nn_lstm(ours, calls, repeats, warmup=3):
 def packed(args):
     """Inference and a training step on a packed batch of one sequence of T
     steps and B-1 of --short steps, beside the same batch padded."""
-    T, B, I, H = args.config  # noqa: E741
+    T, B, I, H = args.config
     torch.manual_seed(0)
     ours = rnnkernels.LSTM(I, H)
     x = torch.randn(T, B, I, requires_grad=True)
@@ -176,14 +171,14 @@ def packed(args):
     print(f"T{T} B{B} I{I} H{H}: one sequence of {T} steps, {B - 1} of {args.short}; threads {torch.get_num_threads()}")
     for mode in ("inference", "step"):
         ours_p, ours_d, nn_p = (ms[f"{mode} {k}"] for k in ("packed rnnkernels", "padded rnnkernels", "packed nn.LSTM"))
-        print(f"{mode:9s} packed {np.median(ours_p):8.2f} ms = {ratio(ours_p, ours_d):.1%} of padded; "
-              f"nn.LSTM packed {np.median(nn_p):8.2f} ms = {ratio(nn_p, ours_p):.2f}x ours")  # fmt: skip
+        print(f"{mode:9s} packed {np.median(ours_p):8.2f} ms = {median_ratio(ours_p, ours_d):.1%} of padded; "
+              f"nn.LSTM packed {np.median(nn_p):8.2f} ms = {median_ratio(nn_p, ours_p):.2f}x ours")  # fmt: skip
 
 
 def overhead(args):
     """A training step and an inference call of a 3-layer bidirectional stack
     at sizes where only the fixed cost of a call counts."""
-    T, B, I, H = args.config  # noqa: E741
+    T, B, I, H = args.config
     torch.manual_seed(0)
     ours = rnnkernels.LSTM(I, H, num_layers=3, bidirectional=True)
     x = torch.randn(T, B, I)
@@ -204,7 +199,7 @@ def overhead(args):
     for mode in ("step", "inference"):
         a, b = ms[f"{mode} rnnkernels"], ms[f"{mode} nn.LSTM"]
         print(f"{mode:9s} rnnkernels {np.median(a) * 1e3:7.0f} us, nn.LSTM {np.median(b) * 1e3:7.0f} us: "
-              f"{ratio(b, a):.2f}x")  # fmt: skip
+              f"{median_ratio(b, a):.2f}x")  # fmt: skip
 
 
 def main(argv=None) -> None:

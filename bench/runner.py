@@ -92,13 +92,13 @@ def mode_call(runner, x, reset, mode):
     return fn
 
 
-def run_config(cfg, names, modes, device, repeats, warmup, min_seconds, rooflines, measure_memory=True, verify=True):
-    """Returns (records, skipped, notes) for one config."""
-    base, x, reset = make_inputs(cfg, device)
+def run_config(cfg, args, rooflines):
+    """Returns (records, skipped, notes) for one config, run as parse_args's `args` say."""
+    base, x, reset = make_inputs(cfg, args.device)
     runners, skipped, notes = {}, [], []
-    for name in names:
+    for name in args.backends:
         try:
-            runner = backends.build(name, cfg, base, device)
+            runner = backends.build(name, cfg, base, args.device)
             seconds = backends.first_calls(runner, x, reset)
         except backends.Skip as exc:
             skipped.append({"config": cfg.name, "backend": name, "reason": str(exc)})
@@ -110,13 +110,13 @@ def run_config(cfg, names, modes, device, repeats, warmup, min_seconds, roofline
         if name == "torch.compile":
             notes.append(f"{cfg.name}: torch.compile first calls (compile) took {seconds:.1f} s, not timed")
 
-    errors = verify_all(cfg, runners, x, reset, notes) if verify and runners else {}
+    errors = verify_all(cfg, runners, x, reset, notes) if not args.no_check and runners else {}
     roof = rooflines.get(cfg.dtype)
     records = []
-    for mode in modes if runners else ():
+    for mode in args.modes if runners else ():
         fns = {n: mode_call(r, x, reset, mode) for n, r in runners.items()}
-        peaks = {n: memory.peak_bytes(fn, device) for n, fn in fns.items()} if measure_memory else {}
-        samples = timing.interleaved(fns, device, repeats, warmup, min_seconds, timing.SAMPLE_MS)
+        peaks = {n: memory.peak_bytes(fn, args.device) for n, fn in fns.items()} if not args.no_memory else {}
+        samples = timing.interleaved(fns, args.device, args.repeats, args.warmup, args.min_seconds, timing.SAMPLE_MS)
         flops = lstm_flops(cfg, mode)
         base = samples.get(backends.BASELINE)
         for n, s in samples.items():

@@ -34,6 +34,19 @@ void check_shape(const at::Tensor& t, at::IntArrayRef expected, const std::strin
               ", got ", t.sizes());
 }
 
+// check_shape, then check_like.
+void check_tensor(const at::Tensor& input, const at::Tensor& t, at::IntArrayRef shape,
+                  const std::string& name, bool weight_matrix = false) {
+  check_shape(t, shape, name);
+  check_like(input, t, name, weight_matrix);
+}
+
+// The same for an optional tensor, where it is given.
+void check_tensor(const at::Tensor& input, const std::optional<at::Tensor>& t,
+                  at::IntArrayRef shape, const std::string& name) {
+  if (t) check_tensor(input, *t, shape, name);
+}
+
 int64_t checked_mul(int64_t a, int64_t b, const StackDims& d) {
   int64_t out = 0;
   TORCH_CHECK(!c10::mul_overflows(a, b, &out),
@@ -50,8 +63,7 @@ std::string param_name(const char* kind, int64_t layer, int64_t dir) {
 // Reads and checks batch_sizes: positive, non-increasing, summing to rows.
 void check_batch_sizes(const at::Tensor& bs, StackDims& d) {
   TORCH_CHECK(bs.scalar_type() == at::kLong && bs.dim() == 1 && bs.device().is_cpu(),
-              "rnnkernels.lstm: batch_sizes must be a 1-D int64 tensor on the "
-              "CPU, got ",
+              "rnnkernels.lstm: batch_sizes must be a 1-D int64 tensor on the CPU, got ",
               bs.scalar_type(), " ", bs.sizes(), " on ", bs.device());
   const at::Tensor c = bs.contiguous();
   const int64_t* p = c.const_data_ptr<int64_t>();
@@ -59,10 +71,10 @@ void check_batch_sizes(const at::Tensor& bs, StackDims& d) {
   d.B = d.T > 0 ? p[0] : 0;
   int64_t total = 0;
   for (const auto t : c10::irange(d.T)) {
-    TORCH_CHECK(p[t] >= 1 && (t == 0 || p[t] <= p[t - 1]),
-                "rnnkernels.lstm: batch_sizes must be positive and "
-                "non-increasing, got batch_sizes[",
-                t, "] = ", p[t]);
+    TORCH_CHECK(
+        p[t] >= 1 && (t == 0 || p[t] <= p[t - 1]),
+        "rnnkernels.lstm: batch_sizes must be positive and non-increasing, got batch_sizes[", t,
+        "] = ", p[t]);
     total += p[t];
   }
   TORCH_CHECK(total == d.rows, "rnnkernels.lstm: batch_sizes sum to ", total,
@@ -83,20 +95,17 @@ std::vector<SavedLayer> saved_layers(const LstmArgs& a, const StackDims& d,
     SavedLayer& s = out[layer];
     for (int64_t dir = 0; dir < d.D; ++dir) {
       s.gates.push_back(saved[k++]);
-      check_shape(s.gates.back(), {d.rows, 4 * d.H}, "saved gates");
-      check_like(a.input, s.gates.back(), "saved gates");
+      check_tensor(a.input, s.gates.back(), {d.rows, 4 * d.H}, "saved gates");
     }
     s.cells = saved[k++];
     check_shape(s.cells, {d.D, d.rows, d.H}, "saved cells");
     check_cell_like(a.input, s.cells, "saved cells");
     if (layer + 1 < d.L) {
       s.out = saved[k++];
-      check_shape(s.out, {d.rows, d.D * d.P}, "saved layer output");
-      check_like(a.input, s.out, "saved layer output");
+      check_tensor(a.input, s.out, {d.rows, d.D * d.P}, "saved layer output");
       if (masks) {
         s.mask = saved[k++];
-        check_shape(s.mask, {d.rows, d.D * d.P}, "saved dropout mask");
-        check_like(a.input, s.mask, "saved dropout mask");
+        check_tensor(a.input, s.mask, {d.rows, d.D * d.P}, "saved dropout mask");
       }
     }
   }
@@ -134,9 +143,7 @@ StackDims check_args(const LstmArgs& a) {
   StackDims d;
   d.packed = a.batch_sizes.has_value();
   if (d.packed) {
-    TORCH_CHECK(x.dim() == 2,
-                "rnnkernels.lstm: packed input must be 2-D (rows, features), "
-                "got ",
+    TORCH_CHECK(x.dim() == 2, "rnnkernels.lstm: packed input must be 2-D (rows, features), got ",
                 x.dim(), "-D");
     d.rows = x.size(0);
     check_batch_sizes(*a.batch_sizes, d);
@@ -166,8 +173,7 @@ StackDims check_args(const LstmArgs& a) {
 
   const at::Tensor& w0 = a.params[0];
   TORCH_CHECK(w0.dim() == 2 && w0.size(0) > 0 && w0.size(0) % 4 == 0,
-              "rnnkernels.lstm: weight_ih_l0 must have shape (4*hidden_size, "
-              "input_size), got ",
+              "rnnkernels.lstm: weight_ih_l0 must have shape (4*hidden_size, input_size), got ",
               w0.sizes());
   d.H = w0.size(0) / 4;
   if (d.proj) {
@@ -187,9 +193,7 @@ StackDims check_args(const LstmArgs& a) {
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
       auto check = [&](const at::Tensor& t, const char* kind, at::IntArrayRef shape) {
-        const std::string name = param_name(kind, layer, dir);
-        check_shape(t, shape, name);
-        check_like(x, t, name, shape.size() == 2);
+        check_tensor(x, t, shape, param_name(kind, layer, dir), shape.size() == 2);
       };
       check(w.w_ih, "weight_ih", {4 * d.H, d.layer_input(layer)});
       check(w.w_hh, "weight_hh", {4 * d.H, d.P});
@@ -200,14 +204,8 @@ StackDims check_args(const LstmArgs& a) {
       if (d.proj) check(w.w_hr, "weight_hr", {d.P, d.H});
     }
   }
-  if (a.hx) {
-    check_shape(*a.hx, {d.groups(), d.B, d.P}, "hx");
-    check_like(x, *a.hx, "hx");
-  }
-  if (a.cx) {
-    check_shape(*a.cx, {d.groups(), d.B, d.H}, "cx");
-    check_like(x, *a.cx, "cx");
-  }
+  check_tensor(x, a.hx, {d.groups(), d.B, d.P}, "hx");
+  check_tensor(x, a.cx, {d.groups(), d.B, d.H}, "cx");
   if (a.reset) {
     TORCH_CHECK(a.reset->scalar_type() == at::kBool,
                 "rnnkernels.lstm: reset must be a bool tensor, got ", a.reset->scalar_type());
@@ -240,20 +238,10 @@ std::vector<SavedLayer> check_backward_args(const LstmArgs& a, const StackDims& 
                                             const std::vector<at::Tensor>& saved) {
   std::vector<int64_t> out_shape = a.input.sizes().vec();
   out_shape.back() = d.D * d.P;
-  check_shape(output, out_shape, "output");
-  check_like(a.input, output, "output");
-  if (grad_output) {
-    check_shape(*grad_output, out_shape, "grad_output");
-    check_like(a.input, *grad_output, "grad_output");
-  }
-  if (grad_hy) {
-    check_shape(*grad_hy, {d.groups(), d.B, d.P}, "grad_hy");
-    check_like(a.input, *grad_hy, "grad_hy");
-  }
-  if (grad_cy) {
-    check_shape(*grad_cy, {d.groups(), d.B, d.H}, "grad_cy");
-    check_like(a.input, *grad_cy, "grad_cy");
-  }
+  check_tensor(a.input, output, out_shape, "output");
+  check_tensor(a.input, grad_output, out_shape, "grad_output");
+  check_tensor(a.input, grad_hy, {d.groups(), d.B, d.P}, "grad_hy");
+  check_tensor(a.input, grad_cy, {d.groups(), d.B, d.H}, "grad_cy");
   return saved_layers(a, d, saved);
 }
 

@@ -26,8 +26,7 @@ inline constexpr const char* kLstmSchema =
     "lstm(" RNNK_LSTM_ARGS ") -> (Tensor output, Tensor hy, Tensor cy)";
 inline constexpr const char* kLstmForwardSchema =
     "lstm_forward(" RNNK_LSTM_ARGS
-    ", bool need_backward) -> (Tensor output, Tensor hy, Tensor cy, "
-    "Tensor[] saved)";
+    ", bool need_backward) -> (Tensor output, Tensor hy, Tensor cy, Tensor[] saved)";
 inline constexpr const char* kLstmBackwardSchema =
     "lstm_backward(Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, " RNNK_LSTM_ARGS
     ", Tensor output, Tensor[] saved, bool need_input_grad) -> "

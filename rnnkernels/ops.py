@@ -48,6 +48,13 @@ def _check_shape(t, shape, name):
         _fail(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
 
 
+def _check_tensor(x, t, shape, name):
+    """_check_shape, then _check_like, where t is given (csrc/lstm_args.cpp's check_tensor)."""
+    if t is not None:
+        _check_shape(t, shape, name)
+        _check_like(x, t, name)
+
+
 def _param_name(kind, layer, d):
     return f"{kind}_l{layer}" + ("_reverse" if d else "")
 
@@ -123,15 +130,9 @@ def check_args(a):
             if d.proj:
                 shapes.append(("weight_hr", (d.P, d.H)))
             for t, (kind, shape) in zip(w, shapes):
-                name = _param_name(kind, layer, di)
-                _check_shape(t, shape, name)
-                _check_like(x, t, name)
-    if a.hx is not None:
-        _check_shape(a.hx, (groups, d.B, d.P), "hx")
-        _check_like(x, a.hx, "hx")
-    if a.cx is not None:
-        _check_shape(a.cx, (groups, d.B, d.H), "cx")
-        _check_like(x, a.cx, "cx")
+                _check_tensor(x, t, shape, _param_name(kind, layer, di))
+    _check_tensor(x, a.hx, (groups, d.B, d.P), "hx")
+    _check_tensor(x, a.cx, (groups, d.B, d.H), "cx")
     if a.reset is not None:
         if a.reset.dtype != torch.bool:
             _fail(f"reset must be a bool tensor, got {_name(a.reset.dtype)}")
@@ -205,10 +206,7 @@ def _register() -> None:
         x = a.input
         for name, shape in (("grad_output", (*x.shape[:-1], d.D * d.P)), ("grad_hy", (d.L * d.D, d.B, d.P)),
                             ("grad_cy", (d.L * d.D, d.B, d.H))):  # fmt: skip
-            t = getattr(a, name)
-            if t is not None:
-                _check_shape(t, shape, name)
-                _check_like(x, t, name)
+            _check_tensor(x, getattr(a, name), shape, name)
         layout = saved_layout(a, d)
         if len(a.saved) != len(layout):
             _fail(

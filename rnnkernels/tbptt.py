@@ -1,13 +1,5 @@
-"""Truncated backpropagation through time: data layout, windows, state, TBPTT(k1, k2).
-
-* ``batchify(tokens, batch_size)``: a 1-D stream to ``(N, batch_size)``, column j
-  the j-th contiguous slice of the stream.
-* ``bptt_batches(data, bptt, ...)``: ``Window(inputs, targets)`` pairs of shape
-  ``(L, batch_size)`` that tile the rows of ``data``; targets are shifted by one.
-* ``detach_state``, ``resize_state``: carry a recurrent state from one window to
-  the next without keeping the old graph and across a change of batch size.
-* ``TBPTT(module, k1, k2)``: every k1 new steps, backpropagate through k2 steps.
-"""
+"""Truncated backpropagation through time: data layout (``batchify``), windows
+(``bptt_batches``), carried state (``detach_state``, ``resize_state``) and ``TBPTT(k1, k2)``."""
 
 from __future__ import annotations
 

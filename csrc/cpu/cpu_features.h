@@ -3,35 +3,30 @@
 // target pragma, so the check itself stays plain x86-64 code.
 #pragma once
 
+// __builtin_cpu_supports where there is one; no feature elsewhere.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define RNNK_CPU_SUPPORTS(feature) __builtin_cpu_supports(feature)
+#else
+#define RNNK_CPU_SUPPORTS(feature) false
+#endif
+
 namespace rnnkernels {
 
 inline bool cpu_has_avx2_fma() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok = RNNK_CPU_SUPPORTS("avx2") && RNNK_CPU_SUPPORTS("fma");
   return ok;
-#else
-  return false;
-#endif
 }
 
 inline bool cpu_has_avx512f() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool ok = __builtin_cpu_supports("avx512f");
+  static const bool ok = RNNK_CPU_SUPPORTS("avx512f");
   return ok;
-#else
-  return false;
-#endif
 }
 
 // What ATen's AVX-512 vectors need (gate_rows_avx512.cpp).
 inline bool cpu_has_avx512_rows() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  static const bool ok = RNNK_CPU_SUPPORTS("avx512f") && RNNK_CPU_SUPPORTS("avx512bw") &&
+                         RNNK_CPU_SUPPORTS("avx512vl") && RNNK_CPU_SUPPORTS("avx512dq");
   return ok;
-#else
-  return false;
-#endif
 }
 
 }  // namespace rnnkernels

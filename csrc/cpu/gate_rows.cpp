@@ -3,35 +3,24 @@
 #include "gate_rows.h"
 
 namespace rnnkernels {
-namespace {
 
 template <typename T>
-void forward_row_impl(const ForwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+void forward_row(const ForwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
   if (rows_avx512()) j = forward_row_avx512(w, j, j1, H);
   if (rows_avx2()) j = forward_row_avx2(w, j, j1, H);
   forward_span<ScalarLanes<T>>(w, j, j1, H);
 }
 
 template <typename T>
-void backward_row_impl(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+void backward_row(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
   if (rows_avx512()) j = backward_row_avx512(w, j, j1, H);
   if (rows_avx2()) j = backward_row_avx2(w, j, j1, H);
   backward_span<ScalarLanes<T>>(w, j, j1, H);
 }
 
-}  // namespace
-
-void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) {
-  forward_row_impl(w, j0, j1, H);
-}
-void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) {
-  forward_row_impl(w, j0, j1, H);
-}
-void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H) {
-  backward_row_impl(w, j0, j1, H);
-}
-void backward_row(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H) {
-  backward_row_impl(w, j0, j1, H);
-}
+template void forward_row(const ForwardRow<float>&, int64_t, int64_t, int64_t);
+template void forward_row(const ForwardRow<double>&, int64_t, int64_t, int64_t);
+template void backward_row(const BackwardRow<float>&, int64_t, int64_t, int64_t);
+template void backward_row(const BackwardRow<double>&, int64_t, int64_t, int64_t);
 
 }  // namespace rnnkernels

@@ -100,10 +100,10 @@ RNNK_DECLARE_ROWS(avx512)
 #undef RNNK_DECLARE_ROWS
 
 // Units [j0, j1) of one row, on SIMD vectors where the CPU has them
-// (gate_rows.cpp).
-void forward_row(const ForwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
-void forward_row(const ForwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
-void backward_row(const BackwardRow<float>& w, int64_t j0, int64_t j1, int64_t H);
-void backward_row(const BackwardRow<double>& w, int64_t j0, int64_t j1, int64_t H);
+// (gate_rows.cpp, for float and double).
+template <typename T>
+void forward_row(const ForwardRow<T>& w, int64_t j0, int64_t j1, int64_t H);
+template <typename T>
+void backward_row(const BackwardRow<T>& w, int64_t j0, int64_t j1, int64_t H);
 
 }  // namespace rnnkernels

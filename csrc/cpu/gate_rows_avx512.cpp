@@ -1,11 +1,5 @@
 // The gate rows on AVX-512 vectors, as gate_rows_avx2.cpp on AVX2 (see there
 // for why the headers come in this order).
-//
-// c10's headers come before the pragma, so that no inline function of theirs
-// gets an out-of-line AVX2 copy the linker might keep for every caller;
-// ATen's vector classes, included after it, live in a per-capability
-// namespace, and everything this file instantiates is on those vectors (the
-// scalar rows are gate_rows.cpp's).
 #include <c10/macros/Macros.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>

@@ -3,7 +3,7 @@
 // and CPU_CAPABILITY, includes ATen's vectors, names its ISA (RNNK_ISA), its
 // run-time check (RNNK_ISA_AVAILABLE) and Sleef's 3.5-ulp double tanh for
 // its vectors (RNNK_TANH_D), then includes this. Everything here is
-// instantiated on that ISA's vectors only.
+// instantiated on that ISA's vectors only (on scalars without the ISA).
 #include <type_traits>
 
 #include "gate_rows.h"
@@ -129,6 +129,17 @@ struct SimdLanes {
 }  // namespace
 
 bool RNNK_NAME(rows, RNNK_ISA)() { return RNNK_ISA_AVAILABLE; }
+
+#else
+
+// Without the ISA (not GCC on x86-64) rows_*() is false and the spans below
+// are never called; they compile on scalars.
+template <typename T>
+using SimdLanes = ScalarLanes<T>;
+bool RNNK_NAME(rows, RNNK_ISA)() { return false; }
+
+#endif
+
 int64_t RNNK_NAME(forward_row, RNNK_ISA)(const ForwardRow<float>& w, int64_t j0, int64_t j1,
                                          int64_t H) {
   return forward_span<SimdLanes<float>>(w, j0, j1, H);
@@ -145,24 +156,5 @@ int64_t RNNK_NAME(backward_row, RNNK_ISA)(const BackwardRow<double>& w, int64_t 
                                           int64_t H) {
   return backward_span<SimdLanes<double>>(w, j0, j1, H);
 }
-
-#else
-
-bool RNNK_NAME(rows, RNNK_ISA)() { return false; }
-int64_t RNNK_NAME(forward_row, RNNK_ISA)(const ForwardRow<float>&, int64_t j0, int64_t, int64_t) {
-  return j0;
-}
-int64_t RNNK_NAME(forward_row, RNNK_ISA)(const ForwardRow<double>&, int64_t j0, int64_t, int64_t) {
-  return j0;
-}
-int64_t RNNK_NAME(backward_row, RNNK_ISA)(const BackwardRow<float>&, int64_t j0, int64_t, int64_t) {
-  return j0;
-}
-int64_t RNNK_NAME(backward_row, RNNK_ISA)(const BackwardRow<double>&, int64_t j0, int64_t,
-                                          int64_t) {
-  return j0;
-}
-
-#endif
 
 }  // namespace rnnkernels

@@ -71,32 +71,21 @@ void tile(const Tile<T>& t) {
   }
 }
 
-// The tile of `rows` rows (1..kMaxTileRows) and NP panels.
-template <typename T, int NP>
+// The tile of `rows` rows and NP panels, for rows among the row counts Rows;
+// null for any other.
+template <typename T, int NP, int... Rows>
 TileFn<T> tile_of(int rows) {
-  switch (rows) {
-    case 1:
-      return tile<T, 1, NP>;
-    case 2:
-      return tile<T, 2, NP>;
-    case 3:
-      return tile<T, 3, NP>;
-    case 4:
-      return tile<T, 4, NP>;
-    case 5:
-      return tile<T, 5, NP>;
-    case 6:
-      return tile<T, 6, NP>;
-    default:
-      return nullptr;
-  }
+  TileFn<T> f = nullptr;
+  ((rows == Rows ? f = tile<T, Rows, NP> : f), ...);
+  return f;
 }
 
-// The tile of `rows` rows and np panels, for np among the panel counts NPs
-// this instruction set's tiles come in; null for any other np.
+// The tile of `rows` rows (1..kMaxTileRows) and np panels, for np among the
+// panel counts NPs this instruction set's tiles come in; null for any other.
 template <typename T, int... NPs>
 TileFn<T> tile_for(int rows, int np) {
+  static_assert(kMaxTileRows == 6, "a tile for each row count");
   TileFn<T> f = nullptr;
-  ((np == NPs ? f = tile_of<T, NPs>(rows) : f), ...);
+  ((np == NPs ? f = tile_of<T, NPs, 1, 2, 3, 4, 5, 6>(rows) : f), ...);
   return f;
 }

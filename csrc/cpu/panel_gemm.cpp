@@ -307,7 +307,6 @@ StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
 template <typename T>
 void StepMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0,
                              int64_t n1, const T* init) const {
-  static_assert(kStepColumns<T> == kPanelWidth<T>, "a thread's columns are whole panels");
   if (M <= 0 || n0 >= n1) return;
   // A share that did not start on a panel would write its neighbour's
   // columns; the callers' shares are whole panels.

@@ -44,7 +44,7 @@ int64_t panel_bytes(const at::Tensor& b) {
 
 // Column granularity of a thread's share of a product: one panel.
 template <typename T>
-constexpr int64_t kStepColumns = 2 * 32 / static_cast<int64_t>(sizeof(T));
+constexpr int64_t kStepColumns = kPanelWidth<T>;
 
 // B (K, N) of products A @ B, packed into zero-padded column panels
 // (gemm_tiles.h), T float, double or bfloat16.

@@ -32,14 +32,6 @@ inline int team_size(double step_flops, int64_t shares, bool aten_free) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), shares)));
 }
 
-// The part [begin, end) of `count` items that thread `id` of `threads` owns.
-struct Share {
-  int64_t begin, end;
-};
-inline Share share_of(int64_t count, int id, int threads) {
-  return {count * id / threads, count * (id + 1) / threads};
-}
-
 struct Team {
   int id = 0;
   int size = 1;
@@ -126,12 +118,14 @@ struct StepSplit {
       const int lo = team.id * n / team.size, hi = (team.id + 1) * n / team.size;
       return {0, H_, 0, P_, edges_[lo], edges_[hi], false};
     }
-    const Share u = share_of(unit_blocks(), team.id, team.size);
-    const Share p = share_of((P_ + block_ - 1) / block_, team.id, team.size);
-    return {u.begin * block_,
-            std::min(H_, u.end * block_),
-            p.begin * block_,
-            std::min(P_, p.end * block_),
+    // Thread k's share of `count` blocks starts at block count * k / team.size;
+    // edge() gives that in units or columns.
+    auto edge = [&](int64_t count, int k) { return count * k / team.size * block_; };
+    const int64_t units = unit_blocks(), columns = (P_ + block_ - 1) / block_;
+    return {edge(units, team.id),
+            std::min(H_, edge(units, team.id + 1)),
+            edge(columns, team.id),
+            std::min(P_, edge(columns, team.id + 1)),
             0,
             B_,
             team.size > 1};

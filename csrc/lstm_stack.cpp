@@ -149,13 +149,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     }
     const bool need_dx = layer > 0 || need_input_grad;
     at::Tensor dx;
-    at::Tensor dG = kernels.empty({d.D, d.rows, 4 * d.H}, opts);
+    at::Tensor dG = kernels.empty({d.D, d.rows, 4 * d.H}, a.input.options());
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
       const int64_t g = layer * d.D + dir;
       at::Tensor h_prev = kernels.empty({d.rows, d.P}, opts);
       at::Tensor dh_all = d.proj ? kernels.empty({d.rows, d.P}, opts) : at::Tensor();
       at::Tensor r_all = d.proj ? kernels.empty({d.rows, d.H}, opts) : at::Tensor();
+      at::Tensor dG_sum = a.has_biases ? at::empty({4 * d.H}, opts) : at::Tensor();
       const LayerBackward b{&steps,
                             dir == 1,
                             a.window,
@@ -171,6 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
                             dhx[g],
                             dcx[g],
                             dG[dir],
+                            dG_sum,
                             h_prev,
                             dh_all,
                             r_all};
@@ -179,6 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
       } else {
         h_prev.zero_();
         dG.zero_();
+        if (dG_sum.defined()) dG_sum.zero_();
       }
       // The gradients that are one GEMM or reduction each over all steps.
       const at::Tensor dG_dir = dG[dir];
@@ -187,8 +190,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
       dp[0] = dW[0];
       dp[1] = dW[1];
       if (a.has_biases) {
-        dp[2] = dG_dir.sum(0);
-        dp[3] = dp[2].clone();
+        dp[2] = dG_sum;
+        dp[3] = dG_sum.clone();
       }
       if (d.proj)
         dp[a.has_biases ? 4 : 2] =

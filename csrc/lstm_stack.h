@@ -47,7 +47,11 @@ struct LayerBackward {
   at::Tensor dh, dc;         // (B, P), (B, H) contiguous: gradients of the
                              // final state in, of the initial state out
                              // (cells, c0 and dc in acc_type)
-  at::Tensor dG;             // (rows, 4H) out: pre-activation gradients
+  at::Tensor dG;             // (rows, 4H) out: pre-activation gradients, in
+                             // the input's dtype (a kept bfloat16 input's
+                             // products round dG to it anyway)
+  at::Tensor dG_sum;         // (4H) out: dG summed over all rows (the bias
+                             // gradient), or undefined without biases
   at::Tensor h_prev;         // (rows, P) out: the h each step multiplied
                              // w_hh by (zero after a reset)
   at::Tensor dh_all, r_all;  // with a projection, (rows, P) and (rows, H)

@@ -34,6 +34,7 @@ struct BackwardRow {
   T* dG;            // pre-activation gradients (4H)
   T* r_all;         // o * tanh(c) for the projection's gradient (H), or null
   bool cut;         // no gradient crosses into step t-1
+  T* dG_sum;        // this sample's running sum of dG over its steps (4H), or null
 };
 
 template <typename T>
@@ -80,6 +81,13 @@ int64_t backward_span(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H)
     L::store(g.df, w.dG + H + j);
     L::store(g.dg, w.dG + 2 * H + j);
     L::store(g.do_, w.dG + 3 * H + j);
+    if (w.dG_sum != nullptr) {  // the bias gradient, while dG is in registers
+      T* s = w.dG_sum;
+      L::store(L::load(s + j) + g.di, s + j);
+      L::store(L::load(s + H + j) + g.df, s + H + j);
+      L::store(L::load(s + 2 * H + j) + g.dg, s + 2 * H + j);
+      L::store(L::load(s + 3 * H + j) + g.do_, s + 3 * H + j);
+    }
     if (w.r_all != nullptr) L::store(o * MathFns<V>::tanh(c), w.r_all + j);
     L::store(w.cut ? V(0) : g.dc_prev, w.dc + j);
   }

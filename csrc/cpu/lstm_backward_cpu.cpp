@@ -29,13 +29,15 @@ struct BackwardBuffers {
   const T* c0;      // (B, H)
   const T* grad_y;  // (rows, ld_gy) or null
   int64_t ld_gy;
-  T* dh;      // (B, P) carried gradient of h
-  T* dc;      // (B, H) carried gradient of c
-  T* dr;      // (B, H) with a projection: dh pushed through w_hr
-  T* dG;      // (rows, 4H)
-  T* h_prev;  // (rows, P)
-  T* dh_all;  // (rows, P) or null
-  T* r_all;   // (rows, H) or null
+  T* dh;                // (B, P) carried gradient of h
+  T* dc;                // (B, H) carried gradient of c
+  T* dr;                // (B, H) with a projection: dh pushed through w_hr
+  T* dG;                // (rows, 4H), or null when dG is kept in bfloat16
+  c10::BFloat16* dG16;  // (rows, 4H) or null: dG rounded for bfloat16 products
+  T* dG_sums;           // (B, 4H) or null: each sample's dG summed over its steps
+  T* h_prev;            // (rows, P)
+  T* dh_all;            // (rows, P) or null
+  T* r_all;             // (rows, H) or null
 
   StepEdge edge(int64_t t, int64_t b) const { return step_edge(t, b, reverse, steps.batch(t + 1)); }
   bool cut(int64_t t, int64_t b) const {
@@ -67,8 +69,9 @@ struct BackwardBuffers {
     }
   }
 
-  // r's units and samples of the fused backward pass of time t.
-  void gate_grad_pass(int64_t t, const StepSplit::Range& r) const {
+  // r's units and samples of the fused backward pass of time t; a dG kept
+  // in bfloat16 goes through `scratch` (4H), this thread's own.
+  void gate_grad_pass(int64_t t, const StepSplit::Range& r, T* scratch) const {
     const int64_t nb = steps.batch(t), off = steps.offset(t);
     const int64_t off_prev = steps.offset(std::max<int64_t>(0, previous_time(t, reverse)));
     for (int64_t b = r.b0; b < r.b0 + r.rows(nb); ++b) {
@@ -82,10 +85,18 @@ struct BackwardBuffers {
                              c_prev,
                              dr != nullptr ? dr + b * H : dh + b * P,
                              dc + b * H,
-                             dG + row * 4 * H,
+                             dG16 != nullptr ? scratch : dG + row * 4 * H,
                              r_all != nullptr ? r_all + row * H : nullptr,
-                             cut(t, b)};
+                             cut(t, b),
+                             dG_sums != nullptr ? dG_sums + b * 4 * H : nullptr};
       backward_row(w, r.u0, r.u1, H);
+      if constexpr (std::is_same_v<T, float>) {
+        if (dG16 != nullptr) {
+          for (int64_t q = 0; q < 4; ++q)
+            rows_to_bf16(scratch + q * H + r.u0, 1, r.u1 - r.u0, 0,
+                         dG16 + row * 4 * H + q * H + r.u0, r.u1 - r.u0);
+        }
+      }
     }
   }
 };
@@ -106,6 +117,11 @@ void backward_steps(const LayerBackward& lb) {
   const std::optional<StepMatrix<T>> w_hr_m =
       proj ? std::make_optional<StepMatrix<T>>(lb.w_hr) : std::nullopt;
   at::Tensor dr = proj ? at::empty({B, H}, lb.dh.options()) : at::Tensor();
+  // dG in bfloat16 (the input's dtype under BFloat16Weights): the products
+  // that read it, in the loop and after it, round it to that anyway.
+  const bool dG16 = lb.dG.scalar_type() == at::kBFloat16;
+  TORCH_INTERNAL_ASSERT(!dG16 || (std::is_same_v<T, float> && BFloat16Products::active()));
+  at::Tensor dG_sums = lb.dG_sum.defined() ? at::zeros({B, 4 * H}, lb.dh.options()) : at::Tensor();
   const BackwardBuffers<T> buf{steps,
                                lb.reverse,
                                lb.window,
@@ -123,7 +139,9 @@ void backward_steps(const LayerBackward& lb) {
                                lb.dh.data_ptr<T>(),
                                lb.dc.data_ptr<T>(),
                                proj ? dr.data_ptr<T>() : nullptr,
-                               lb.dG.data_ptr<T>(),
+                               dG16 ? nullptr : lb.dG.data_ptr<T>(),
+                               dG16 ? lb.dG.data_ptr<c10::BFloat16>() : nullptr,
+                               dG_sums.defined() ? dG_sums.data_ptr<T>() : nullptr,
                                lb.h_prev.data_ptr<T>(),
                                proj ? lb.dh_all.data_ptr<T>() : nullptr,
                                proj ? lb.r_all.data_ptr<T>() : nullptr};
@@ -131,9 +149,13 @@ void backward_steps(const LayerBackward& lb) {
   const bool packed = w_hh_m.packed() && (!w_hr_m || w_hr_m->packed());
   const StepSplit split(steps, H, P, kStepColumns<T>,
                         panel_bytes<T>(lb.w_hh) + panel_bytes<T>(lb.w_hr), packed);
+  // Each thread's float row of dG before it is rounded; allocated here,
+  // since nothing may throw in a team.
+  std::vector<T> scratch_all(dG16 ? split.threads * 4 * H : 0);
   run_team(split.threads, [&](const Team& team) {
     const StepSplit::Range r = split.range(team);
     const auto [u0, u1, p0, p1, b0, b1, shared] = r;
+    T* const scratch = dG16 ? scratch_all.data() + team.id * 4 * H : nullptr;
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = lb.reverse ? k : T_ - 1 - k;
       const int64_t m = r.rows(steps.batch(t));
@@ -142,22 +164,35 @@ void backward_steps(const LayerBackward& lb) {
         if (shared) team.barrier();  // the projection's product reads all of dh
         w_hr_m->multiply(m, buf.dh + b0 * P, P, buf.dr + b0 * H, H, u0, u1);
       }
-      buf.gate_grad_pass(t, r);
+      buf.gate_grad_pass(t, r, scratch);
       if (shared) team.barrier();  // the product reads all of this step's dG
       // The samples of a step are contiguous rows of dG.
-      w_hh_m.multiply(m, buf.dG + (steps.offset(t) + b0) * 4 * H, 4 * H, buf.dh + b0 * P, P, p0,
-                      p1);
+      const int64_t row0 = steps.offset(t) + b0;
+      if (dG16) {
+        w_hh_m.multiply(m, buf.dG16 + row0 * 4 * H, 4 * H, buf.dh + b0 * P, P, p0, p1);
+      } else {
+        w_hh_m.multiply(m, buf.dG + row0 * 4 * H, 4 * H, buf.dh + b0 * P, P, p0, p1);
+      }
       for (int64_t b = b0; b < b0 + m; ++b) {
         if (buf.cut(t, b)) std::fill(buf.dh + b * P + p0, buf.dh + b * P + p1, T(0));
       }
     }
   });
+  if (dG_sums.defined()) {
+    // The bias gradient: the samples' sums added in sample order, the same
+    // bits however the loop was split.
+    T* const out = lb.dG_sum.data_ptr<T>();
+    const T* const sums = dG_sums.const_data_ptr<T>();
+    std::copy(sums, sums + 4 * H, out);
+    for (int64_t b = 1; b < B; ++b)
+      for (int64_t n = 0; n < 4 * H; ++n) out[n] += sums[b * 4 * H + n];
+  }
 }
 
 }  // namespace
 
 void backward_layer_cpu(const LayerBackward& b) {
-  AT_DISPATCH_FLOATING_TYPES(b.dG.scalar_type(), "rnnkernels_lstm_backward_cpu",
+  AT_DISPATCH_FLOATING_TYPES(b.dh.scalar_type(), "rnnkernels_lstm_backward_cpu",
                              [&] { backward_steps<scalar_t>(b); });
 }
 

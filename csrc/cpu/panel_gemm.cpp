@@ -377,7 +377,7 @@ void transpose_rows(const I* a, int64_t K, int64_t M, O* out, int64_t ldo) {
         }
         for (int64_t j = 0; j < nj; ++j) {
           O* row = out + (j0 + j) * ldo + i0;
-          if constexpr (std::is_same_v<O, c10::BFloat16>) {
+          if constexpr (!std::is_same_v<O, I>) {
             rows_to_bf16(block[j], 1, ni, kBlock, row, padded_depth<O>(ni));
           } else if (ni == kBlock) {
             for (int64_t i = 0; i < kBlock; ++i) row[i] = block[j][i];
@@ -392,10 +392,14 @@ void transpose_rows(const I* a, int64_t K, int64_t M, O* out, int64_t ldo) {
   });
 }
 
+// Float or bfloat16 a and b (a bfloat16 input, weight or dG of a bfloat16
+// call) multiplied as bfloat16 products.
 bool bf16_operands(const at::Tensor& a, const at::Tensor& b) {
-  return a.scalar_type() == at::kFloat &&
-         (b.scalar_type() == at::kFloat || b.scalar_type() == at::kBFloat16) &&
-         a.device().is_cpu() && BFloat16Products::active();
+  auto narrow_or_float = [](const at::Tensor& t) {
+    return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16;
+  };
+  return narrow_or_float(a) && narrow_or_float(b) && a.device().is_cpu() &&
+         BFloat16Products::active();
 }
 
 }  // namespace
@@ -422,9 +426,14 @@ std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs) {
   if (bf16) {
     const int64_t K2 = padded_depth<c10::BFloat16>(K);
     at::Tensor rows = workspace_empty({M, K2}, a.options().dtype(at::kBFloat16));
-    transpose_rows(ac.const_data_ptr<float>(), K, M, rows.mutable_data_ptr<c10::BFloat16>(), K2);
+    if (a.scalar_type() == at::kBFloat16) {
+      transpose_rows(ac.const_data_ptr<c10::BFloat16>(), K, M,
+                     rows.mutable_data_ptr<c10::BFloat16>(), K2);
+    } else {
+      transpose_rows(ac.const_data_ptr<float>(), K, M, rows.mutable_data_ptr<c10::BFloat16>(), K2);
+    }
     for (const at::Tensor& b : bs) {
-      outs.push_back(at::empty({M, b.size(1)}, a.options()));
+      outs.push_back(at::empty({M, b.size(1)}, a.options().dtype(at::kFloat)));
       bf16_panels(b, false).multiply(M, rows.const_data_ptr<c10::BFloat16>(), K2,
                                      outs.back().mutable_data_ptr<float>(), b.size(1));
     }
@@ -467,7 +476,7 @@ at::Tensor bf16_rows(const at::Tensor& x) {
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w) {
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   if (bf16_operands(x, w)) {
-    at::Tensor out = workspace_empty({M, N}, x.options());
+    at::Tensor out = workspace_empty({M, N}, x.options().dtype(at::kFloat));
     const at::Tensor rows = bf16_rows(x);
     const PanelMatrix<c10::BFloat16> panels = bf16_panels(w, true);
     panels.multiply(M, rows.const_data_ptr<c10::BFloat16>(), rows.size(1),

@@ -251,6 +251,10 @@ void backward_layer_cuda(const LayerBackward& b) {
   const k::DType dt = dtype_of(b.dG.scalar_type());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (!persistent_backward(b, dt, stream)) backward_steps(b, dt, stream);
+  if (b.dG_sum.defined()) {
+    at::Tensor out = b.dG_sum;  // a handle to the caller's buffer
+    at::sum_out(out, b.dG, 0);
+  }
 }
 
 // cuBLAS through ATen, and the caching allocator's buffers.

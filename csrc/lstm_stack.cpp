@@ -59,12 +59,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
   std::vector<at::Tensor> saved;
   at::Tensor x = a.input.reshape({d.rows, d.I});
   at::Tensor output;
-  // The last layer's output is the user's, unless the caller rounds it to
-  // the input's narrower dtype; the others are the op's own.
-  const bool output_is_users = kernel_type(a.input) == a.input.scalar_type();
   for (const auto layer : c10::irange(d.L)) {
-    at::Tensor out = layer + 1 == d.L && output_is_users ? at::empty({d.rows, d.D * d.P}, opts)
-                                                         : kernels.empty({d.rows, d.D * d.P}, opts);
+    // The last layer's output is the user's, in the input's dtype (a kept
+    // bfloat16 input's kernels round it as they write it); the others are
+    // the op's own.
+    at::Tensor out = layer + 1 == d.L ? at::empty({d.rows, d.D * d.P}, a.input.options())
+                                      : kernels.empty({d.rows, d.D * d.P}, opts);
     at::Tensor cells = save ? kernels.empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
     std::vector<at::Tensor> gates;
     for (const auto dir : c10::irange(d.D)) {

@@ -27,7 +27,8 @@ struct LayerForward {
                                 // or undefined (inference)
   at::Tensor h, c;              // (B, P), (B, H) contiguous: initial state in,
                                 // each sample's final state out; c in acc_type
-  at::Tensor y;                 // (rows, P), rows strided: the outputs
+  at::Tensor y;                 // (rows, P), rows strided: the outputs (the
+                                // last layer's in the input's dtype)
   at::Tensor cells;             // (rows, H) contiguous in acc_type, defined with
                                 // gates
 };

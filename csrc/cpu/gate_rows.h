@@ -4,7 +4,10 @@
 // lstm_math.h.
 #pragma once
 
+#include <c10/util/BFloat16.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "../lstm_math.h"
 
@@ -14,13 +17,14 @@ namespace rnnkernels {
 // gate-major rows (g, r, gates) hold the four gates H apart.
 template <typename T>
 struct ForwardRow {
-  const T* g;  // input projection + bias at this step (4H)
-  const T* r;  // h_{t-1} @ w_hh^T (4H)
-  T* c;        // cell state, updated in place (H)
-  T* h;        // new h, or o * tanh(c) before a projection (H)
-  T* y;        // output at this step (H), or null
-  T* gates;    // activated gates saved for backward (4H), or null
-  T* cells;    // new cell state saved for backward (H), or null
+  const T* g;                    // input projection + bias at this step (4H)
+  const T* r;                    // h_{t-1} @ w_hh^T (4H)
+  T* c;                          // cell state, updated in place (H)
+  T* h;                          // new h, or o * tanh(c) before a projection (H)
+  T* y;                          // output at this step (H), or null
+  T* gates;                      // activated gates saved for backward (4H), or null
+  T* cells;                      // new cell state saved for backward (H), or null
+  c10::BFloat16* y16 = nullptr;  // output rounded to bfloat16 (H), or null
 };
 
 // Backward step of one sample.
@@ -43,6 +47,7 @@ struct ScalarLanes {
   static constexpr int64_t size = 1;
   static V load(const T* p) { return *p; }
   static void store(V v, T* p) { *p = v; }
+  static void store_bf16(V v, c10::BFloat16* p) { *p = c10::BFloat16(v); }
 };
 
 // Units [j, j1) of one row in steps of Lanes::size; returns where it stopped
@@ -56,6 +61,9 @@ int64_t forward_span(const ForwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
     L::store(out.c, w.c + j);
     L::store(out.h, w.h + j);
     if (w.y != nullptr) L::store(out.h, w.y + j);
+    if constexpr (std::is_same_v<T, float>) {
+      if (w.y16 != nullptr) L::store_bf16(out.h, w.y16 + j);
+    }
     if (w.gates != nullptr) {
       L::store(out.i, w.gates + j);
       L::store(out.f, w.gates + H + j);

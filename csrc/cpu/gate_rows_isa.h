@@ -125,6 +125,10 @@ struct SimdLanes {
   static constexpr int64_t size = V::size();
   static V load(const T* p) { return V::loadu(p); }
   static void store(V v, T* p) { v.store(p); }
+  // Rounded as ATen's casts round (nearest even), so the bits are a cast's.
+  static void store_bf16(V v, c10::BFloat16* p) {
+    at::vec::convert_float_bfloat16(v, v).store(p, size);
+  }
 };
 }  // namespace
 

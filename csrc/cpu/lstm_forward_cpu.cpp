@@ -33,11 +33,12 @@ struct ForwardBuffers {
   bool reverse;
   const bool* reset;
   int64_t H, P;
-  const T* bias;  // (4H) or null
-  T* R;           // (B, 4H): h @ w_hh^T of the step
-  T* c;           // (B, H)
-  T* r;           // (B, H): o * tanh(c) before a projection, or null
-  T* y;           // (rows, ldy)
+  const T* bias;       // (4H) or null
+  T* R;                // (B, 4H): h @ w_hh^T of the step
+  T* c;                // (B, H)
+  T* r;                // (B, H): o * tanh(c) before a projection, or null
+  T* y;                // (rows, ldy), or null when y16 is set
+  c10::BFloat16* y16;  // (rows, ldy) or null: the output of a bfloat16 call
   int64_t ldy;
   T* cells;  // (rows, H) or null: when set, the gates and cells are saved
 
@@ -60,13 +61,15 @@ struct ForwardBuffers {
     for (int64_t b = rg.b0; b < rg.b0 + rg.rows(nb); ++b) {
       const int64_t row = off + b;
       T* g = G + b * 4 * H;
+      const bool out = r == nullptr;  // else h is the projection's
       const ForwardRow<T> w{g,
                             R + b * 4 * H,
                             c + b * H,
-                            r != nullptr ? r + b * H : h_next + b * P,
-                            r != nullptr ? nullptr : y + row * ldy,
+                            out ? h_next + b * P : r + b * H,
+                            out && y != nullptr ? y + row * ldy : nullptr,
                             cells != nullptr ? g : nullptr,
-                            cells != nullptr ? cells + row * H : nullptr};
+                            cells != nullptr ? cells + row * H : nullptr,
+                            out && y16 != nullptr ? y16 + row * ldy : nullptr};
       forward_row(w, rg.u0, rg.u1, H);
     }
   }
@@ -81,9 +84,11 @@ void forward_steps(const LayerForward& f) {
   // A bfloat16 call's products (BFloat16Products) read x rounded once, and h
   // rounded once a step by each thread, not once per gate.
   const bool rounds = std::is_same_v<T, float> && BFloat16Products::active();
-  const bool packed = rounds || panel_gemm_enabled(f.y.scalar_type());
-  // A bfloat16 x (BFloat16Weights) is read only through its rounded rows.
-  TORCH_INTERNAL_ASSERT(rounds || f.x.scalar_type() == f.y.scalar_type());
+  const bool packed = rounds || panel_gemm_enabled(f.c.scalar_type());
+  // A bfloat16 x and y (BFloat16Weights) are read only through rounded rows
+  // and written only rounded.
+  const bool y16 = f.y.scalar_type() == at::kBFloat16;
+  TORCH_INTERNAL_ASSERT(rounds || (f.x.scalar_type() == f.c.scalar_type() && !y16));
   const int64_t weight_bytes =
       panel_bytes<T>(f.w_ih) + panel_bytes<T>(f.w_hh) + panel_bytes<T>(f.w_hr);
   const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
@@ -105,9 +110,9 @@ void forward_steps(const LayerForward& f) {
   // The pre-activations of a pass of steps: in the saved gates when saving
   // (the gate pass overwrites them with the gates), else in a buffer for one
   // pass.
-  at::Tensor G = save ? f.gates : at::empty({chunk * B, 4 * H}, f.y.options());
-  at::Tensor R = at::empty({B, 4 * H}, f.y.options());
-  at::Tensor r = proj ? at::empty({B, H}, f.y.options()) : at::Tensor();
+  at::Tensor G = save ? f.gates : at::empty({chunk * B, 4 * H}, f.c.options());
+  at::Tensor R = at::empty({B, 4 * H}, f.c.options());
+  at::Tensor r = proj ? at::empty({B, H}, f.c.options()) : at::Tensor();
   // h alternates between two buffers, so a step's product reads all of the
   // previous h while the team writes the next. Both start as h0: a reverse
   // direction's samples join at their own last step and read whichever.
@@ -122,7 +127,8 @@ void forward_steps(const LayerForward& f) {
                               R.data_ptr<T>(),
                               f.c.data_ptr<T>(),
                               proj ? r.data_ptr<T>() : nullptr,
-                              f.y.data_ptr<T>(),
+                              y16 ? nullptr : f.y.data_ptr<T>(),
+                              y16 ? f.y.data_ptr<c10::BFloat16>() : nullptr,
                               f.y.stride(0),
                               f.cells.defined() ? f.cells.data_ptr<T>() : nullptr};
   const T* const x_rows = rounds ? nullptr : x.const_data_ptr<T>();
@@ -205,8 +211,15 @@ void forward_steps(const LayerForward& f) {
         if (shared) team.barrier();  // the projection reads all of r
         w_hr_t->multiply(m, buf.r + b0 * H, H, h_next + b0 * P, P, p0, p1);
         const int64_t off = steps.offset(t);
-        for (int64_t b = b0; b < b0 + m; ++b)
-          std::copy(h_next + b * P + p0, h_next + b * P + p1, buf.y + (off + b) * buf.ldy + p0);
+        for (int64_t b = b0; b < b0 + m; ++b) {
+          const T* h = h_next + b * P;
+          if (y16) {
+            std::transform(h + p0, h + p1, buf.y16 + (off + b) * buf.ldy + p0,
+                           [](T v) { return c10::BFloat16(v); });
+          } else {
+            std::copy(h + p0, h + p1, buf.y + (off + b) * buf.ldy + p0);
+          }
+        }
         buf.zero_reset_rows(t_next, h_next, P, p0, p1, rg);
       }
       if (shared) team.barrier();  // the next step reads all of h_next
@@ -223,7 +236,7 @@ void forward_steps(const LayerForward& f) {
 }  // namespace
 
 void forward_layer_cpu(const LayerForward& f) {
-  AT_DISPATCH_FLOATING_TYPES(f.y.scalar_type(), "rnnkernels_lstm_forward_cpu",
+  AT_DISPATCH_FLOATING_TYPES(f.c.scalar_type(), "rnnkernels_lstm_forward_cpu",
                              [&] { forward_steps<scalar_t>(f); });
 }
 

@@ -87,6 +87,11 @@ TileFn<double> avx512_tile_f64(int rows, int np);
 TileFn<c10::BFloat16> avx512_tile_bf16(int rows, int np);
 constexpr int avx512_panels_per_tile(int rows) { return rows <= 1 ? 8 : rows <= 3 ? 6 : 4; }
 
+// out[j * ldo + i] = a[i * lda + j] for i, j < 16: a block of a transpose
+// in AVX-512 registers. Only where avx512_tile_f32 is not null.
+void transpose_block(const float* a, int64_t lda, float* out, int64_t ldo);
+void transpose_block(const c10::BFloat16* a, int64_t lda, c10::BFloat16* out, int64_t ldo);
+
 // Rows [0, M) of a (K columns, stride lda) rounded to bfloat16 into out
 // (stride ldo >= K rounded up to even, the pad zeroed). Only where
 // avx512_tile_bf16 is not null.

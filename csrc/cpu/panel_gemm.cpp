@@ -365,12 +365,21 @@ namespace {
 template <typename O, typename I>
 void transpose_rows(const I* a, int64_t K, int64_t M, O* out, int64_t ldo) {
   constexpr int64_t kBlock = 16;
+  // Whole blocks of a float or bfloat16 a kept as it is move in registers.
+  constexpr bool same = std::is_same_v<O, I> && !std::is_same_v<I, double>;
+  const bool registers = same && avx512_tile_f32(1, 1) != nullptr;
   at::parallel_for(0, ceil_div(M, kBlock), 1, [&](int64_t b0, int64_t b1) {
     I block[kBlock][kBlock];  // [j][i]: rows of a^T
     for (int64_t j0 = b0 * kBlock; j0 < std::min(M, b1 * kBlock); j0 += kBlock) {
       const int64_t nj = std::min(kBlock, M - j0);
       for (int64_t i0 = 0; i0 < K; i0 += kBlock) {
         const int64_t ni = std::min(kBlock, K - i0);
+        if constexpr (same) {
+          if (registers && ni == kBlock && nj == kBlock) {
+            transpose_block(a + i0 * M + j0, M, out + j0 * ldo + i0, ldo);
+            continue;
+          }
+        }
         for (int64_t i = 0; i < ni; ++i) {
           const I* src = a + (i0 + i) * M + j0;
           for (int64_t j = 0; j < nj; ++j) block[j][i] = src[j];

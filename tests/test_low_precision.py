@@ -11,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkernels
 from conftest import requires_extension
+from rnnkernels._extension import _C
 
 pytestmark = requires_extension
 
@@ -73,9 +74,15 @@ def test_low_precision_like_nn_lstm(dtype, cfg):
 
 
 @pytest.mark.parametrize("dtype", LOW)
-def test_low_precision_features_match_the_reference(dtype):
+@pytest.mark.parametrize("gemm", ["", "avx2"])
+def test_low_precision_features_match_the_reference(dtype, gemm, monkeypatch):
     """Packed input, resets and windows, which nn.LSTM lacks, against the
-    reference in float64 on the same rounded values."""
+    reference in float64 on the same rounded values; with the bfloat16
+    products (input, weights, output and dG kept in bfloat16) and without
+    them (RNNKERNELS_CPU_GEMM=avx2: all widened to float32)."""
+    if gemm:
+        monkeypatch.setenv("RNNKERNELS_CPU_GEMM", gemm)
+        assert not _C.panel_gemm_enabled(torch.bfloat16)
     torch.manual_seed(0)
     ours = rnnkernels.LSTM(6, 8, num_layers=2, bidirectional=True, dtype=dtype)
     oracle = rnnkernels.LSTM(6, 8, num_layers=2, bidirectional=True, dtype=torch.float64, backend="reference")

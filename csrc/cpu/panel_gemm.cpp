@@ -345,6 +345,7 @@ void StepMatrix<T>::multiply(int64_t M, const c10::BFloat16* a, int64_t lda, T* 
   if constexpr (std::is_same_v<T, float>) {
     assert(bf16_);
     if (M <= 0 || n0 >= n1) return;
+    assert(n0 % kStepColumns<T> == 0 && (n1 % kStepColumns<T> == 0 || n1 == b_.size(1)));
     bf16_->multiply_panels(M, a, lda, c, ldc, n0 / kStepColumns<T>, ceil_div(n1, kStepColumns<T>),
                            init);
   } else {

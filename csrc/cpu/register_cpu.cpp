@@ -5,7 +5,8 @@
 // come back in the parameters' dtype. A bfloat16 call's products round their
 // operands to bfloat16 (BFloat16Products), as oneDNN's do, at twice the
 // float rate where the CPU has avx512_bf16, and there its input and weight
-// matrices are not widened at all (BFloat16Weights).
+// matrices are not widened at all (BFloat16Weights) and its output is
+// written rounded by the kernels, so that cast is a no-op.
 #include <torch/library.h>
 
 #include "lstm_cpu.h"

@@ -149,20 +149,30 @@ void backward_steps(const LayerBackward& lb) {
   const bool packed = w_hh_m.packed() && (!w_hr_m || w_hr_m->packed());
   const StepSplit split(steps, H, P, kStepColumns<T>,
                         panel_bytes<T>(lb.w_hh) + panel_bytes<T>(lb.w_hr), packed);
-  // Each thread's float row of dG before it is rounded; allocated here,
-  // since nothing may throw in a team.
+  // Each thread's float row of dG before it is rounded, and its rows of dh
+  // rounded for the projection's product; allocated here, since nothing may
+  // throw in a team.
+  const bool rounds = std::is_same_v<T, float> && BFloat16Products::active();
+  const int64_t P2 = padded_depth<c10::BFloat16>(P);
   std::vector<T> scratch_all(dG16 ? split.threads * 4 * H : 0);
+  std::vector<c10::BFloat16> dh16_all(rounds && proj ? split.threads * B * P2 : 0);
   run_team(split.threads, [&](const Team& team) {
     const StepSplit::Range r = split.range(team);
     const auto [u0, u1, p0, p1, b0, b1, shared] = r;
     T* const scratch = dG16 ? scratch_all.data() + team.id * 4 * H : nullptr;
+    c10::BFloat16* const dh16 = dh16_all.empty() ? nullptr : dh16_all.data() + team.id * B * P2;
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = lb.reverse ? k : T_ - 1 - k;
       const int64_t m = r.rows(steps.batch(t));
       buf.step_rows(t, p0, p1, r);
       if (proj) {
         if (shared) team.barrier();  // the projection's product reads all of dh
-        w_hr_m->multiply(m, buf.dh + b0 * P, P, buf.dr + b0 * H, H, u0, u1);
+        if (dh16 != nullptr) {
+          if constexpr (std::is_same_v<T, float>) rows_to_bf16(buf.dh + b0 * P, m, P, P, dh16, P2);
+          w_hr_m->multiply(m, dh16, P2, buf.dr + b0 * H, H, u0, u1);
+        } else {
+          w_hr_m->multiply(m, buf.dh + b0 * P, P, buf.dr + b0 * H, H, u0, u1);
+        }
       }
       buf.gate_grad_pass(t, r, scratch);
       if (shared) team.barrier();  // the product reads all of this step's dG

@@ -133,9 +133,12 @@ void forward_steps(const LayerForward& f) {
                               f.cells.defined() ? f.cells.data_ptr<T>() : nullptr};
   const T* const x_rows = rounds ? nullptr : x.const_data_ptr<T>();
   T* const G_rows = G.data_ptr<T>();
-  const int64_t I2 = padded_depth<c10::BFloat16>(I), P2 = padded_depth<c10::BFloat16>(P);
-  auto round_h = [&](const T* h, int64_t rows, c10::BFloat16* out) {
-    if constexpr (std::is_same_v<T, float>) rows_to_bf16(h, rows, P, P, out, P2);
+  const int64_t I2 = padded_depth<c10::BFloat16>(I), P2 = padded_depth<c10::BFloat16>(P),
+                H2 = padded_depth<c10::BFloat16>(H);
+  // Rows of h (width P) or of r (width H) rounded for the products.
+  auto round_rows = [&](const T* a, int64_t rows, int64_t width, c10::BFloat16* out) {
+    if constexpr (std::is_same_v<T, float>)
+      rows_to_bf16(a, rows, width, width, out, padded_depth<c10::BFloat16>(width));
   };
   const at::Tensor x16 = rounds ? bf16_rows(x) : at::Tensor();
   const c10::BFloat16* const x16_rows = rounds ? x16.const_data_ptr<c10::BFloat16>() : nullptr;
@@ -145,14 +148,16 @@ void forward_steps(const LayerForward& f) {
   buf.zero_reset_rows(t_first, hbuf[0], P, 0, P, all);
   buf.zero_reset_rows(t_first, buf.c, H, 0, H, all);
 
-  // Each thread's rounded h; allocated here, since nothing may throw in a team.
-  std::vector<c10::BFloat16> h16_all(rounds ? split.threads * B * P2 : 0);
+  // Each thread's rounded h, then r for the projection; allocated here,
+  // since nothing may throw in a team.
+  const int64_t rounded = B * std::max(P2, proj ? H2 : 0);
+  std::vector<c10::BFloat16> h16_all(rounds ? split.threads * rounded : 0);
   run_team(split.threads, [&](const Team& team) {
     const StepSplit::Range rg = split.range(team);
     const auto [u0, u1, p0, p1, b0, b1, shared] = rg;
     const int64_t n0 = parts == 1 ? 0 : u0, n1 = parts == 1 ? width : u1;  // a part's columns
     int64_t g_row0 = 0;  // the packed row G_rows starts at (when not saving)
-    c10::BFloat16* const h16 = rounds ? h16_all.data() + team.id * B * P2 : nullptr;
+    c10::BFloat16* const h16 = rounds ? h16_all.data() + team.id * rounded : nullptr;
     // Row 0 of the pre-activations of time t, the k-th step of the loop:
     // packed rows when saving or split by units, else a slot of B rows a
     // step, a row per sample, so that threads apart in time never share one.
@@ -195,7 +200,7 @@ void forward_steps(const LayerForward& f) {
       const T* h_cur = hbuf[k % 2] + b0 * P;
       T* h_next = hbuf[(k + 1) % 2];
       T* R = buf.R + b0 * 4 * H;
-      if (rounds) round_h(h_cur, m, h16);
+      if (rounds) round_rows(h_cur, m, P, h16);
       for (int64_t q = 0; q < parts; ++q) {
         if (rounds) {
           w_gate[q].multiply(m, h16, P2, R + q * width, 4 * H, n0, n1);
@@ -209,7 +214,12 @@ void forward_steps(const LayerForward& f) {
         buf.zero_reset_rows(t_next, h_next, P, u0, u1, rg);
       } else {
         if (shared) team.barrier();  // the projection reads all of r
-        w_hr_t->multiply(m, buf.r + b0 * H, H, h_next + b0 * P, P, p0, p1);
+        if (rounds) {                // h16 is free again: the products above have read it
+          round_rows(buf.r + b0 * H, m, H, h16);
+          w_hr_t->multiply(m, h16, H2, h_next + b0 * P, P, p0, p1);
+        } else {
+          w_hr_t->multiply(m, buf.r + b0 * H, H, h_next + b0 * P, P, p0, p1);
+        }
         const int64_t off = steps.offset(t);
         for (int64_t b = b0; b < b0 + m; ++b) {
           const T* h = h_next + b * P;

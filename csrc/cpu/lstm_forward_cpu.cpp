@@ -20,8 +20,8 @@ namespace {
 // first writes them to memory and the gate pass reads them back, about a
 // sixth of an inference call at B64 H64). Each pass reads all of w_ih's
 // panels, from L3 for a large H: capped at 512 KiB of pre-activations (L2)
-// instead of 4 MiB, passes of 4 steps at B8 H1024 made T35 calls 6-11%
-// slower, B32 H1024 4-8%; more than 128 rows a pass made B20 H650 slower.
+// instead of 4 MiB, passes of 4 steps at B8 H1024 made T35 inference 10%
+// slower, at B32 H1024 6-10%; more than 128 rows a pass made B20 H650 slower.
 int64_t projection_steps(int64_t B, int64_t H, size_t item) {
   constexpr int64_t kRows = 128, kBytes = int64_t(4) << 20;
   const int64_t by_rows = (kRows + B - 1) / B;

@@ -10,6 +10,7 @@
 #include "lstm_cpu.h"
 #include "panel_gemm.h"
 #include "step_team.h"
+#include "workspace.h"
 
 namespace rnnkernels {
 namespace {
@@ -19,9 +20,9 @@ namespace {
 // cache from the projection to the gate pass (a projection of all steps
 // first writes them to memory and the gate pass reads them back, about a
 // sixth of an inference call at B64 H64). Each pass reads all of w_ih's
-// panels, from L3 for a large H: capped at 512 KiB of pre-activations (L2)
-// instead of 4 MiB, passes of 4 steps at B8 H1024 made T35 inference 10%
-// slower, at B32 H1024 6-10%; more than 128 rows a pass made B20 H650 slower.
+// panels, from L3 for a large H, so the cap is L3's: a 512 KiB one (L2)
+// made T35 inference 10% slower at B8 H1024 (passes of 4 steps, not 16) and
+// 6-10% at B32 H1024. More than 128 rows a pass made B20 H650 slower.
 int64_t projection_steps(int64_t B, int64_t H, size_t item) {
   constexpr int64_t kRows = 128, kBytes = int64_t(4) << 20;
   const int64_t by_rows = (kRows + B - 1) / B;
@@ -113,7 +114,7 @@ void forward_steps(const LayerForward& f) {
   // The pre-activations of a pass of steps: in the saved gates when saving
   // (the gate pass overwrites them with the gates), else in a buffer for one
   // pass.
-  at::Tensor G = save ? f.gates : at::empty({chunk * B, 4 * H}, f.c.options());
+  at::Tensor G = save ? f.gates : workspace_empty({std::min(chunk, T_) * B, 4 * H}, f.c.options());
   at::Tensor R = at::empty({B, 4 * H}, f.c.options());
   at::Tensor r = proj ? at::empty({B, H}, f.c.options()) : at::Tensor();
   // h alternates between two buffers, so a step's product reads all of the

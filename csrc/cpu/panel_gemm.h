@@ -90,7 +90,8 @@ class StepMatrix {
   // rows of stride lda and ldc, and init a row of N added to every row (a
   // bias) or null. n0 and n1 must be multiples of kStepColumns<T> (n1 may
   // also be N). Under BFloat16Products a is rounded into a thread_local
-  // buffer, which may allocate: a team rounds its rows itself (below).
+  // buffer, which may allocate: the time loops' teams round their rows into
+  // buffers allocated before the team and call the overload below.
   void multiply(int64_t M, const T* a, int64_t lda, T* c, int64_t ldc, int64_t n0, int64_t n1,
                 const T* init = nullptr) const;
 

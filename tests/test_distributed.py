@@ -1,5 +1,5 @@
-"""rnnkernels.LSTM under DistributedDataParallel: 2 processes over gloo on
-127.0.0.1, a few SGD steps on a 2-layer bidirectional model, float64.
+"""rnnkernels.LSTM under DistributedDataParallel: 2 processes over gloo on this
+machine, a few SGD steps on a 2-layer bidirectional model, float64.
 
 Each rank trains its model and an oracle model from the same weights on its
 own data, both wrapped in DDP. The final weights must match the oracle's to
@@ -9,7 +9,6 @@ scenario: starting the processes costs seconds, a scenario milliseconds.
 """
 
 import os
-import socket
 import time
 from datetime import timedelta
 
@@ -120,23 +119,22 @@ def run_scenario(make_ours, make_oracle, batches, rank):
     return dict(initial=initial, ours=train(ours, batches(rank)), oracle=train(oracle, batches(rank)))
 
 
-def worker(rank, port, out_dir):
+def worker(rank, out_dir):
     torch.set_num_threads(1)  # two processes share two cores
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # The ranks meet through a file, not a port picked in advance (which
+    # another process could take before rank 0 listens on it).
     dist.init_process_group(
-        "gloo", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT_S)
+        "gloo",
+        init_method="file://" + os.path.join(out_dir, "rendezvous"),
+        rank=rank,
+        world_size=WORLD_SIZE,
+        timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT_S),
     )
     try:
         results = {name: run_scenario(*scenario, rank) for name, scenario in SCENARIOS.items()}
     finally:
         dist.destroy_process_group()
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn_with_deadline(fn, args, timeout_s):
@@ -157,7 +155,7 @@ def spawn_with_deadline(fn, args, timeout_s):
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("ddp")
-    spawn_with_deadline(worker, (free_port(), str(out_dir)), JOIN_TIMEOUT_S)
+    spawn_with_deadline(worker, (str(out_dir),), JOIN_TIMEOUT_S)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 

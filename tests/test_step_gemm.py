@@ -2,7 +2,8 @@
 register tiles) against a float64 torch.mm, over shapes that hit every tile
 shape, partial panels, several depth blocks and strided weights. bfloat16
 operands give a float product (exact products summed in float), on the
-avx512_bf16 tiles where the CPU has them."""
+avx512_bf16 tiles where the CPU has them: taken here even where they do not
+pay (RNNKERNELS_CPU_GEMM=bf16), so that every CPU with them tests them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from conftest import requires_extension
 pytestmark = requires_extension
 
 C = rnnkernels._extension._C
+
+
+@pytest.fixture(autouse=True)
+def bf16_tiles_everywhere(monkeypatch):
+    monkeypatch.setenv("RNNKERNELS_CPU_GEMM", "bf16")  # float and double tiles as without it
+
+
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
@@ -101,13 +109,18 @@ def test_bad_arguments_raise(a, b, match):
         C.step_matmul(a, b)
 
 
-def test_bfloat16_tiles_where_the_cpu_has_them(monkeypatch):
+def test_bfloat16_tiles_where_the_cpu_has_them_and_they_pay(monkeypatch):
     """On a CPU with avx512_bf16 the bfloat16 products run on their own tiles
-    (the shapes above then test them); elsewhere they run in float."""
-    monkeypatch.delenv("RNNKERNELS_CPU_GEMM", raising=False)  # avx2 or aten turn them off
+    where vdpbf16ps outruns float FMAs (AMD's); elsewhere (Intel's Xeons run
+    it at a quarter of the FMA rate) they run in float, unless
+    RNNKERNELS_CPU_GEMM=bf16 asks for the tiles."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        cpuinfo = open("/proc/cpuinfo").read()
     except OSError:
         pytest.skip("no /proc/cpuinfo")
-    has = all(f in flags.split() for f in ("avx512f", "avx512bw", "avx512vl", "avx512_bf16"))
-    assert C.panel_gemm_enabled(torch.bfloat16) == has
+    has = all(f in cpuinfo.split() for f in ("avx512f", "avx512bw", "avx512vl", "avx512_bf16"))
+    assert C.panel_gemm_enabled(torch.bfloat16) == has  # RNNKERNELS_CPU_GEMM=bf16 (the fixture)
+    monkeypatch.delenv("RNNKERNELS_CPU_GEMM")
+    assert C.panel_gemm_enabled(torch.bfloat16) == (has and "AuthenticAMD" in cpuinfo)
+    monkeypatch.setenv("RNNKERNELS_CPU_GEMM", "avx2")  # avx2 or aten turn them off
+    assert not C.panel_gemm_enabled(torch.bfloat16)

@@ -62,6 +62,11 @@ struct Tile {
   bool accumulate;
   const acc_t<T>* init = nullptr;
   int64_t cols = INT64_MAX;
+  // Cache lines [prefetch, + 64 * prefetch_lines) to bring into L2 while the
+  // tile runs, spread over its depths: a share of the panels the next tiles
+  // read.
+  const char* prefetch = nullptr;
+  int64_t prefetch_lines = 0;
 };
 
 template <typename T>

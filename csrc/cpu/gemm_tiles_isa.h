@@ -37,7 +37,11 @@ void tile(const Tile<T>& t) {
   }
   const T* b = t.b;
   const T* a = t.a;
+  const char* pf = t.prefetch;
+  const char* const pf_end = pf + 64 * t.prefetch_lines;
+  const int64_t pf_per = (t.prefetch_lines * G + t.K - 1) / std::max<int64_t>(1, t.K);
   for (int64_t k = 0; k < t.K; k += G, b += PV * W * G, a += G) {
+    for (int64_t i = 0; i < pf_per && pf < pf_end; ++i, pf += 64) __builtin_prefetch(pf, 0, 2);
     typename A::B bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)

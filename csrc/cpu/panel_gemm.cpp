@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_features.h"
 #include "gemm_tiles.h"
 #include "workspace.h"
 
@@ -94,7 +95,18 @@ struct BlockRunner {
       // filled last panel joins a group, its tail masked (Tile::cols).
       const int64_t left = p1 - p;
       const int n_here = tiles.fit[tallest][ceil_div(left, ceil_div(left, np))];
+      // The next group's panels (contiguous when the block is all of K)
+      // come into L2 a share per row block, not all at once from L3 when
+      // its first tile asks for them: at (64, 512) x (512, 2048) on a Xeon
+      // with 2 MiB of L2, 5% faster, (64, 1024) x (1024, 4096) 10%. With one
+      // row block there is no later tile to serve (17% slower).
+      const int64_t next_lines =
+          kc == K && blocks > 1
+              ? std::min<int64_t>(n_here, p1 - p - n_here) * K * NR * sizeof(T) / 64
+              : 0;
+      const char* next = reinterpret_cast<const char*>(panels + (p + n_here) * K * NR);
       for (int64_t i = 0; i < blocks; ++i) {
+        const int64_t l0 = next_lines * i / blocks, l1 = next_lines * (i + 1) / blocks;
         const int64_t r0 = rows * i / blocks, r1 = rows * (i + 1) / blocks;
         const Tile<T> t{kc,
                         a + r0 * lda,
@@ -105,7 +117,9 @@ struct BlockRunner {
                         ldc,
                         accumulate,
                         init != nullptr ? init + p * NR : nullptr,
-                        N - p * NR};
+                        N - p * NR,
+                        next + 64 * l0,
+                        l1 - l0};
         tiles.fn[r1 - r0][n_here](t);
       }
       p += n_here;
@@ -116,11 +130,13 @@ struct BlockRunner {
 }  // namespace
 
 bool panel_gemm_enabled(at::ScalarType dtype) {
-  if (dtype == at::kBFloat16)
-    return panel_gemm_enabled(at::kFloat) && wide_tiles() && avx512_tile_bf16(1, 1) != nullptr;
-  if (dtype != at::kFloat && dtype != at::kDouble) return false;
   const char* env = std::getenv("RNNKERNELS_CPU_GEMM");
-  if (env != nullptr && std::strcmp(env, "aten") == 0) return false;
+  auto env_is = [&](const char* value) { return env != nullptr && std::strcmp(env, value) == 0; };
+  if (dtype == at::kBFloat16)
+    return panel_gemm_enabled(at::kFloat) && wide_tiles() && avx512_tile_bf16(1, 1) != nullptr &&
+           (cpu_bf16_dot_pays() || env_is("bf16"));
+  if (dtype != at::kFloat && dtype != at::kDouble) return false;
+  if (env_is("aten")) return false;
   return avx2_tile_f32(1, 1) != nullptr;
 }
 

@@ -18,7 +18,8 @@ namespace rnnkernels {
 // Whether the panel GEMM runs for this dtype on this CPU: float or double,
 // AVX2 + FMA, and RNNKERNELS_CPU_GEMM not set to "aten" (which sends every
 // product to ATen, for comparison); bfloat16 products (BFloat16Products) need
-// the AVX-512 tiles (not RNNKERNELS_CPU_GEMM=avx2) and avx512_bf16.
+// the AVX-512 tiles (not RNNKERNELS_CPU_GEMM=avx2), avx512_bf16, and a CPU
+// where it pays (cpu_bf16_dot_pays; RNNKERNELS_CPU_GEMM=bf16 takes them anyway).
 bool panel_gemm_enabled(at::ScalarType dtype);
 
 // While one is alive on a thread, the float products that thread sets up

@@ -147,8 +147,8 @@ void backward_steps(const LayerBackward& lb) {
                                proj ? lb.r_all.data_ptr<T>() : nullptr};
 
   const bool packed = w_hh_m.packed() && (!w_hr_m || w_hr_m->packed());
-  const int64_t step_bytes = panel_bytes<T>(lb.w_hh) + panel_bytes<T>(lb.w_hr);
-  const StepSplit split(steps, H, P, kStepColumns<T>, step_bytes, step_bytes, packed);
+  const StepSplit split(steps, H, P, kStepColumns<T>,
+                        panel_bytes<T>(lb.w_hh) + panel_bytes<T>(lb.w_hr), packed);
   // Each thread's float row of dG before it is rounded, and its rows of dh
   // rounded for the projection's product; allocated here, since nothing may
   // throw in a team.

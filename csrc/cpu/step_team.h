@@ -55,25 +55,25 @@ struct Team {
 // - by samples: each thread owns a range of samples, all units. No thread
 //   reads another's rows, so there is no barrier and no h crosses between
 //   cores, but each thread reads all of the weights every step: taken where
-//   the weights of a step fit in half a core's L2 (small H), or where each
-//   thread has enough samples to multiply by every weight it reads from
-//   further out. At T100 B64 on 2 threads, inference went 1.0x -> 1.3x
-//   nn.LSTM at H128 and 1.12x -> 1.8x at H64; at H512 (8 MiB of weights)
-//   B8 lost 20%. With 2 MiB of L2 a core, H256 B8 training ran 17-20% faster
-//   by samples (1 MiB of w_hh), H362 inference 30% slower (2 MiB).
+//   the weights fit in half a core's L2 (small H), or where each thread has
+//   enough samples to multiply by every weight it reads from further out. At
+//   T100 B64 on 2 threads, inference went 1.0x -> 1.3x nn.LSTM at H128 and
+//   1.12x -> 1.8x at H64; at H512 (8 MiB of weights) B8 lost 20%. With 2 MiB
+//   of L2 a core, H256's backward (1 MiB of w_hh) runs faster by samples;
+//   its forward (w_ih too) at B8 and B16 did not.
 struct StepSplit {
-  // Split by samples where a step's weights take at most half of L2, or the
-  // weights of the loop at most kBytesPerSample for each of a thread's
-  // samples (measured: H256 from B32 on, H512 never in float32), and the
-  // batch has kMinSamples a thread.
+  // Split by samples where the loop's weights take at most half of L2, or
+  // at most kBytesPerSample for each of a thread's samples (measured: H256
+  // from B32 on, H512 never in float32), and the batch has kMinSamples a
+  // thread.
   static constexpr int64_t kBytesPerSample = int64_t(1) << 17, kMinSamples = 4;
 
-  // For steps whose recurrent product is (B, P) x (P, 4H), reading
-  // step_bytes of weights a step and weight_bytes in all. Units set the
-  // count of a split by units: a thread whose share of h's columns is empty
-  // (a projection narrower than the team) still has units to work on.
+  // For steps whose recurrent product is (B, P) x (P, 4H) and a loop that
+  // reads weight_bytes of weights. Units set the count of a split by units:
+  // a thread whose share of h's columns is empty (a projection narrower
+  // than the team) still has units to work on.
   StepSplit(const StepRows& steps, int64_t H, int64_t P, int64_t block, int64_t weight_bytes,
-            int64_t step_bytes, bool aten_free)
+            bool aten_free)
       : H_(H), P_(P), B_(steps.B()), block_(block) {
     const double flops = 2.0 * B_ * P * 4 * H;
     const int by_units = team_size(flops, unit_blocks(), aten_free);
@@ -83,7 +83,7 @@ struct StepSplit {
     const std::string forced = env != nullptr ? env : "";
     const int64_t per_thread = B_ / std::max(1, by_samples);
     const bool samples = forced == "samples" ||
-                         (forced != "units" && (step_bytes <= l2_bytes() / 2 ||
+                         (forced != "units" && (weight_bytes <= l2_bytes() / 2 ||
                                                 weight_bytes <= kBytesPerSample * per_thread));
     if (by_samples > 1 && samples) {
       threads = by_samples;

@@ -39,10 +39,13 @@ TileFn<T> cpu_tile(bool wide, int rows, int np) {
   }
 }
 
-bool wide_tiles() {
+// Whether RNNKERNELS_CPU_GEMM is set to value (avx2, aten or bf16).
+bool gemm_env_is(const char* value) {
   const char* env = std::getenv("RNNKERNELS_CPU_GEMM");
-  return avx512_tile_f32(1, 1) != nullptr && (env == nullptr || std::strcmp(env, "avx2") != 0);
+  return env != nullptr && std::strcmp(env, value) == 0;
 }
+
+bool wide_tiles() { return avx512_tile_f32(1, 1) != nullptr && !gemm_env_is("avx2"); }
 
 // The tiles of one depth block: panels in the outer loop, so each panel's
 // slice is read once while the rows of a (a few, at step shapes) stay in
@@ -130,13 +133,11 @@ struct BlockRunner {
 }  // namespace
 
 bool panel_gemm_enabled(at::ScalarType dtype) {
-  const char* env = std::getenv("RNNKERNELS_CPU_GEMM");
-  auto env_is = [&](const char* value) { return env != nullptr && std::strcmp(env, value) == 0; };
   if (dtype == at::kBFloat16)
     return panel_gemm_enabled(at::kFloat) && wide_tiles() && avx512_tile_bf16(1, 1) != nullptr &&
-           (cpu_bf16_dot_pays() || env_is("bf16"));
+           (cpu_bf16_dot_pays() || gemm_env_is("bf16"));
   if (dtype != at::kFloat && dtype != at::kDouble) return false;
-  if (env_is("aten")) return false;
+  if (gemm_env_is("aten")) return false;
   return avx2_tile_f32(1, 1) != nullptr;
 }
 

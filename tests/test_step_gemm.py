@@ -111,8 +111,9 @@ def test_bad_arguments_raise(a, b, match):
 
 def test_bfloat16_tiles_where_the_cpu_has_them_and_they_pay(monkeypatch):
     """On a CPU with avx512_bf16 the bfloat16 products run on their own tiles
-    where vdpbf16ps outruns float FMAs (AMD's); elsewhere (Intel's Xeons run
-    it at a quarter of the FMA rate) they run in float, unless
+    where vdpbf16ps outruns float FMAs (AMD's); elsewhere (Intel's Xeons issue
+    it at a quarter of the FMA rate, half the float FLOP rate) they run in
+    float, unless
     RNNKERNELS_CPU_GEMM=bf16 asks for the tiles."""
     try:
         cpuinfo = open("/proc/cpuinfo").read()

@@ -33,9 +33,9 @@ inline bool cpu_has_avx512_rows() {
 
 // Whether vdpbf16ps (avx512_bf16) outruns float FMAs: on AMD's Zen 4 and
 // later it makes twice their products a cycle; Intel's Xeons, which keep
-// their bfloat16 speed for AMX, run it at a quarter of the FMA rate (170
-// against 352 GFLOP/s on two cores of one), so bfloat16 tiles there run at
-// half the float rate.
+// their bfloat16 speed for AMX, issue it at a quarter of the FMA rate: with
+// its two products a lane that is half the float rate (170 against 352
+// GFLOP/s on two cores of one).
 inline bool cpu_bf16_dot_pays() {
   static const bool ok = RNNK_CPU_IS("amd");
   return ok;

@@ -147,8 +147,8 @@ void backward_steps(const LayerBackward& lb) {
                                proj ? lb.r_all.data_ptr<T>() : nullptr};
 
   const bool packed = w_hh_m.packed() && (!w_hr_m || w_hr_m->packed());
-  const StepSplit split(steps, H, P, kStepColumns<T>,
-                        panel_bytes<T>(lb.w_hh) + panel_bytes<T>(lb.w_hr), packed);
+  const int64_t weight_bytes = panel_bytes<T>(lb.w_hh) + panel_bytes<T>(lb.w_hr);
+  const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, weight_bytes, packed);
   // Each thread's float row of dG before it is rounded, and its rows of dh
   // rounded for the projection's product; allocated here, since nothing may
   // throw in a team.

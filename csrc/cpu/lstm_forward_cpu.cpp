@@ -93,9 +93,9 @@ void forward_steps(const LayerForward& f) {
   // and written only rounded.
   const bool y16 = f.y.scalar_type() == at::kBFloat16;
   TORCH_INTERNAL_ASSERT(rounds || (f.x.scalar_type() == f.c.scalar_type() && !y16));
-  const int64_t weight_bytes =
-      panel_bytes<T>(f.w_ih) + panel_bytes<T>(f.w_hh) + panel_bytes<T>(f.w_hr);
-  const StepSplit split(steps, H, P, kStepColumns<T>, weight_bytes, packed);
+  const int64_t step_bytes = panel_bytes<T>(f.w_hh) + panel_bytes<T>(f.w_hr);
+  const StepSplit split(steps, H, P, kStepColumns<T>, panel_bytes<T>(f.w_ih) + step_bytes,
+                        step_bytes, packed);
   // Packed once, multiplied every step. Split by units, per gate, so that a
   // thread's columns of the products are its units in all four gates; else
   // (or on one thread) whole, one product over all 4H columns: fewer partly

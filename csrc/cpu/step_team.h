@@ -55,7 +55,8 @@ struct Team {
 // - by samples: each thread owns a range of samples, all units. No thread
 //   reads another's rows, so there is no barrier and no h crosses between
 //   cores, but each thread reads all of the weights every step: taken where
-//   the weights fit in half a core's L2 (small H), or where each thread has
+//   the weights fit in half a core's L2 (small H), where even a thread's
+//   share of them under a split by units would not, or where each thread has
 //   enough samples to multiply by every weight it reads from further out. At
 //   T100 B64 on 2 threads, inference went 1.0x -> 1.3x nn.LSTM at H128 and
 //   1.12x -> 1.8x at H64; at H512 (8 MiB of weights) B8 lost 20%. With 2 MiB
@@ -86,7 +87,7 @@ struct StepSplit {
     // A split by units keeps a thread's share of the weights in its L2; where
     // even that share takes more than half of L2, it loses that and keeps the
     // barriers, so a step whose weights fit in L2 runs better by samples (a
-    // Zen 4 with 1 MiB of L2: H256's forward 4-7% faster).
+    // Zen 4 with 1 MiB of L2: H256's inference at B8-B16 2-6% faster).
     const int64_t l2 = l2_bytes();
     const bool shares_spill = weight_bytes > l2 / 2 * std::max(1, by_units) && step_bytes <= l2;
     const bool samples = forced == "samples" ||

@@ -55,7 +55,7 @@ def check(M, K, N, layout, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 13, 20, 64])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 20, 64])
 def test_every_tile_shape(M, dtype):
     # 100 columns: six full float panels (twelve double) and a partial one.
     check(M, 70, 100, "contiguous", dtype)

@@ -65,7 +65,7 @@ struct Vec<double> {
 // (avx512_panels_per_tile, and fewer for a thread's narrow share).
 template <typename T>
 TileFn<T> lookup(int rows, int np) {
-  return cpu_has_avx512f() ? tile_for<T, 1, 2, 3, 4, 6, 8>(rows, np) : nullptr;
+  return cpu_has_avx512f() ? wide_tile_for<T>(rows, np) : nullptr;
 }
 
 // The 16 x 16 transpose of 32-bit lanes: pairs of rows interleaved, then

@@ -60,7 +60,7 @@ bool cpu_has_bf16_tiles() {
 
 // The same panel counts as the float AVX-512 tiles.
 TileFn<c10::BFloat16> avx512_tile_bf16(int rows, int np) {
-  return cpu_has_bf16_tiles() ? tile_for<c10::BFloat16, 1, 2, 3, 4, 6, 8>(rows, np) : nullptr;
+  return cpu_has_bf16_tiles() ? wide_tile_for<c10::BFloat16>(rows, np) : nullptr;
 }
 
 void rows_to_bf16(const float* a, int64_t M, int64_t K, int64_t lda, c10::BFloat16* out,

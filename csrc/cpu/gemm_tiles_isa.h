@@ -84,12 +84,22 @@ TileFn<T> tile_of(int rows) {
   return f;
 }
 
-// The tile of `rows` rows (1..kMaxTileRows) and np panels, for np among the
-// panel counts NPs this instruction set's tiles come in; null for any other.
+// The tile of `rows` rows (1..6) and np panels, for np among the panel
+// counts NPs this instruction set's tiles come in; null for any other.
 template <typename T, int... NPs>
 TileFn<T> tile_for(int rows, int np) {
-  static_assert(kMaxTileRows == 6, "a tile for each row count");
   TileFn<T> f = nullptr;
   ((np == NPs ? f = tile_of<T, NPs, 1, 2, 3, 4, 5, 6>(rows) : f), ...);
   return f;
+}
+
+// With 32 registers, also 7 and 8 rows of up to 3 panels (24 accumulators).
+template <typename T>
+TileFn<T> wide_tile_for(int rows, int np) {
+  static_assert(kMaxTileRows == 8, "a tile for each row count");
+  if (rows <= 6) return tile_for<T, 1, 2, 3, 4, 6, 8>(rows, np);
+  return np == 1   ? tile_of<T, 1, 7, 8>(rows)
+         : np == 2 ? tile_of<T, 2, 7, 8>(rows)
+         : np == 3 ? tile_of<T, 3, 7, 8>(rows)
+                   : nullptr;
 }

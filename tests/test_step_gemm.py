@@ -67,6 +67,12 @@ def test_depth_blocks(K, dtype):
     check(9, K, 48, "w.t()", dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tall_a_in_row_chunks(dtype):
+    # Over 8 MiB of A's rows: passes over row chunks (kRowChunkBytes).
+    check(1100, 4500 if dtype == torch.bfloat16 else 2048, 40, "w.t()", dtype)
+
+
 @given(
     M=st.integers(1, 30),
     K=st.integers(1, 600),

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../lstm_args.h"
+#include "gemm_tiles.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -66,9 +67,13 @@ struct StepSplit {
   // Split by samples where the loop's weights take at most half of L2, or
   // at most kBytesPerSample for each of a thread's samples (measured: H256
   // from B32 on, H512 never in float32), or where a thread's share of them
-  // would not fit in half of L2 either but a step's do fit in L2; and the
-  // batch has kMinSamples a thread.
+  // would not fit in half of L2 either but a step's do fit in L2 and a
+  // thread has a full tile of samples (kTileSamples); and the batch has
+  // kMinSamples a thread.
   static constexpr int64_t kBytesPerSample = int64_t(1) << 17, kMinSamples = 4;
+  // The rows of the tallest tile (gemm_tiles.h): fewer samples a thread run
+  // on shorter tiles, which read the panels at a lower rate.
+  static constexpr int64_t kTileSamples = kMaxTileRows;
 
   // For steps whose recurrent product is (B, P) x (P, 4H) and a loop that
   // reads weight_bytes of weights, step_bytes of them every step. Units set
@@ -87,9 +92,14 @@ struct StepSplit {
     // A split by units keeps a thread's share of the weights in its L2; where
     // even that share takes more than half of L2, it loses that and keeps the
     // barriers, so a step whose weights fit in L2 runs better by samples (a
-    // Zen 4 with 1 MiB of L2: H256's inference at B8-B16 2-6% faster).
+    // Zen 4 with 1 MiB of L2: H256's inference at B16 2-6% faster), unless
+    // that leaves a thread fewer samples than a tile's rows: at B8 the split
+    // by units multiplies all 8 rows in one tile, where by samples each
+    // thread had 4 (a Zen 5: H256's inference at T35-T500 B8 7-10% faster by
+    // units, its training step 0-6%).
     const int64_t l2 = l2_bytes();
-    const bool shares_spill = weight_bytes > l2 / 2 * std::max(1, by_units) && step_bytes <= l2;
+    const bool shares_spill = weight_bytes > l2 / 2 * std::max(1, by_units) && step_bytes <= l2 &&
+                              per_thread >= kTileSamples;
     const bool samples = forced == "samples" ||
                          (forced != "units" && (weight_bytes <= l2 / 2 || shares_spill ||
                                                 weight_bytes <= kBytesPerSample * per_thread));

@@ -105,8 +105,8 @@ struct BlockRunner {
     // faster (32 rows: 2%). Taller A goes in blocks of up to 6 rows, whose
     // four panels a tile make fewer passes over A: eight-row blocks made
     // (3200, 2048) x (2048, 512) 5-15% slower.
-    constexpr int64_t kStepRows = 32;
-    const int64_t blocks = ceil_div(rows, rows <= kStepRows ? tiles.max_rows : kMaxAvx2TileRows);
+    constexpr int64_t kStepRows = 32, kTallBlockRows = 6;
+    const int64_t blocks = ceil_div(rows, rows <= kStepRows ? tiles.max_rows : kTallBlockRows);
     const int tallest = static_cast<int>(ceil_div(rows, blocks));
     const int np = tiles.np[tallest];
     for (int64_t p = p0; p < p1;) {

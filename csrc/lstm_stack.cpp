@@ -67,27 +67,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
                                       : kernels.empty({d.rows, d.D * d.P}, opts);
     at::Tensor cells = save ? kernels.empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
     std::vector<at::Tensor> gates;
+    std::vector<LayerForward> dirs;
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
       at::Tensor gates_dir = save ? kernels.empty({d.rows, 4 * d.H}, opts) : at::Tensor();
       const int64_t g = layer * d.D + dir;
-      const LayerForward f{&steps,
-                           dir == 1,
-                           a.window,
-                           reset_ptr,
-                           x,
-                           w.w_ih,
-                           w.w_hh,
-                           w.w_hr,
-                           w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor(),
-                           gates_dir,
-                           hy[g],
-                           cy[g],
-                           out.narrow(1, dir * d.P, d.P),
-                           save ? cells[dir] : at::Tensor()};
-      if (d.rows > 0) kernels.forward(f);
+      dirs.push_back(LayerForward{&steps, dir == 1, a.window, reset_ptr, x, w.w_ih, w.w_hh, w.w_hr,
+                                  w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor(), gates_dir,
+                                  hy[g], cy[g], out.narrow(1, dir * d.P, d.P),
+                                  save ? cells[dir] : at::Tensor()});
       if (save) gates.push_back(gates_dir);
     }
+    if (d.rows > 0) kernels.forward(dirs);
     if (save) {
       saved.insert(saved.end(), gates.begin(), gates.end());
       saved.push_back(cells);
@@ -150,53 +141,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     const bool need_dx = layer > 0 || need_input_grad;
     at::Tensor dx;
     at::Tensor dG = kernels.empty({d.D, d.rows, 4 * d.H}, a.input.options());
+    std::vector<LayerBackward> dirs;
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
       const int64_t g = layer * d.D + dir;
-      at::Tensor h_prev = kernels.empty({d.rows, d.P}, opts);
-      at::Tensor dh_all = d.proj ? kernels.empty({d.rows, d.P}, opts) : at::Tensor();
-      at::Tensor r_all = d.proj ? kernels.empty({d.rows, d.H}, opts) : at::Tensor();
-      at::Tensor dG_sum = a.has_biases ? at::empty({4 * d.H}, opts) : at::Tensor();
-      const LayerBackward b{&steps,
-                            dir == 1,
-                            a.window,
-                            reset_ptr,
-                            s.gates[dir].contiguous(),
-                            cells[dir],
-                            y.narrow(1, dir * d.P, d.P),
-                            h0[g],
-                            c0[g],
-                            grad_out.defined() ? grad_out.narrow(1, dir * d.P, d.P) : at::Tensor(),
-                            w.w_hh,
-                            w.w_hr,
-                            dhx[g],
-                            dcx[g],
-                            dG[dir],
-                            dG_sum,
-                            h_prev,
-                            dh_all,
-                            r_all};
-      if (d.rows > 0) {
-        kernels.backward(b);
-      } else {
-        h_prev.zero_();
-        dG.zero_();
-        if (dG_sum.defined()) dG_sum.zero_();
+      dirs.push_back(LayerBackward{
+          &steps, dir == 1, a.window, reset_ptr, s.gates[dir].contiguous(), cells[dir],
+          y.narrow(1, dir * d.P, d.P), h0[g], c0[g],
+          grad_out.defined() ? grad_out.narrow(1, dir * d.P, d.P) : at::Tensor(), w.w_hh, w.w_hr,
+          dhx[g], dcx[g], dG[dir], a.has_biases ? at::empty({4 * d.H}, opts) : at::Tensor(),
+          kernels.empty({d.rows, d.P}, opts),
+          d.proj ? kernels.empty({d.rows, d.P}, opts) : at::Tensor(),
+          d.proj ? kernels.empty({d.rows, d.H}, opts) : at::Tensor()});
+    }
+    if (d.rows > 0) {
+      kernels.backward(dirs);
+    } else {
+      dG.zero_();
+      for (LayerBackward& b : dirs) {
+        b.h_prev.zero_();
+        if (b.dG_sum.defined()) b.dG_sum.zero_();
       }
+    }
+    for (const auto dir : c10::irange(d.D)) {
       // The gradients that are one GEMM or reduction each over all steps.
-      const at::Tensor dG_dir = dG[dir];
+      const LayerBackward& b = dirs[dir];
       at::Tensor* dp = &dparams[(layer * d.D + dir) * d.per_group];
-      const std::vector<at::Tensor> dW = kernels.weight_grad(dG_dir, {x, h_prev});
+      const std::vector<at::Tensor> dW = kernels.weight_grad(b.dG, {x, b.h_prev});
       dp[0] = dW[0];
       dp[1] = dW[1];
       if (a.has_biases) {
-        dp[2] = dG_sum;
-        dp[3] = dG_sum.clone();
+        dp[2] = b.dG_sum;
+        dp[3] = b.dG_sum.clone();
       }
       if (d.proj)
         dp[a.has_biases ? 4 : 2] =
-            d.rows > 0 ? kernels.weight_grad(dh_all, {r_all})[0] : at::zeros({d.P, d.H}, opts);
-      if (need_dx) add_input_grad(dx, dG_dir, w.w_ih, kernels);
+            d.rows > 0 ? kernels.weight_grad(b.dh_all, {b.r_all})[0] : at::zeros({d.P, d.H}, opts);
+      if (need_dx) add_input_grad(dx, b.dG, group_weights(a, d, layer, dir).w_ih, kernels);
     }
     if (layer > 0) {
       const at::Tensor& mask = layers[layer - 1].mask;

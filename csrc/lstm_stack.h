@@ -60,8 +60,10 @@ struct LayerBackward {
 };
 
 struct LayerKernels {
-  void (*forward)(const LayerForward&);
-  void (*backward)(const LayerBackward&);
+  // The time loops of one layer, one entry per direction: the backend may
+  // run the directions one after the other or at once.
+  void (*forward)(at::ArrayRef<LayerForward>);
+  void (*backward)(at::ArrayRef<LayerBackward>);
   // The backend's best GEMMs over all steps: x @ w^T (dx) and a^T @ b for
   // each b (the weight gradients, which share a = dG), and its buffers for
   // the activations.

@@ -1,6 +1,7 @@
 """The CPU time loops run on a team of threads that share out units and
 columns and meet at barriers, or share out samples and never meet (small
-weights). At sizes where the team has two threads and partial last shares,
+weights); a layer's two directions run one after the other on the team, or
+at once, one thread each. At sizes where the team has two threads and partial last shares,
 every feature gives the reference's values, and the same bits as one thread
 (the split changes who computes an element, never how), either way."""
 
@@ -35,13 +36,26 @@ def run(config, dtype, backend, threads):
         return config_outputs_and_grads(config, dtype, Sizes(T, B, I, H), backend=backend, reset_p=0.2)
 
 
-SPLITS = ["units", "samples"]  # RNNKERNELS_CPU_SPLIT: the loops' two ways to share a step
+# The loops' ways to share a step between threads (RNNKERNELS_CPU_SPLIT), a
+# layer's directions one after the other; and the directions at once, one
+# thread each (RNNKERNELS_CPU_DIRECTIONS).
+WAYS = {
+    "units": dict(RNNKERNELS_CPU_SPLIT="units", RNNKERNELS_CPU_DIRECTIONS="apart"),
+    "samples": dict(RNNKERNELS_CPU_SPLIT="samples", RNNKERNELS_CPU_DIRECTIONS="apart"),
+    "together": dict(RNNKERNELS_CPU_DIRECTIONS="together"),
+}
+SPLITS = list(WAYS)
+
+
+def share(monkeypatch, split):
+    for name, value in WAYS[split].items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_two_threads_match_the_reference(config, split, monkeypatch):
-    monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", split)
+    share(monkeypatch, split)
     got = run(CONFIGS[config], torch.float64, "fused", threads=2)
     want = run(CONFIGS[config], torch.float64, "reference", threads=2)
     for i, (u, v) in enumerate(zip(got, want)):
@@ -55,7 +69,7 @@ def test_two_threads_match_the_reference(config, split, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c != "narrow-proj"])
 def test_two_threads_give_the_bits_of_one(config, dtype, gemm, split, monkeypatch):
-    monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", split)
+    share(monkeypatch, split)
     if gemm == "aten":
         monkeypatch.setenv("RNNKERNELS_CPU_GEMM", "aten")
     one = run(CONFIGS[config], dtype, "fused", threads=1)
@@ -82,7 +96,7 @@ def infer(config, dtype, backend, threads, sizes):
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_inference_matches_the_reference_and_one_thread(config, split, monkeypatch):
-    monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", split)
+    share(monkeypatch, split)
     sizes = Sizes(40, 24, I, H)
     got = infer(CONFIGS[config], torch.float64, "fused", 2, sizes)
     want = infer(CONFIGS[config], torch.float64, "reference", 1, sizes)
@@ -95,10 +109,10 @@ def test_inference_matches_the_reference_and_one_thread(config, split, monkeypat
 
 SHORT_TEAM = f"""
 import torch, rnnkernels
-def run(threads, train):
+def run(threads, train, bidirectional):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    m = rnnkernels.LSTM({I}, {H}, dtype=torch.float64)
+    m = rnnkernels.LSTM({I}, {H}, bidirectional=bidirectional, dtype=torch.float64)
     x = torch.randn(9, 24, {I}, dtype=torch.float64, requires_grad=train)
     with torch.set_grad_enabled(train):
         y, (h, c) = m(x)
@@ -107,8 +121,9 @@ def run(threads, train):
             out += torch.autograd.grad(y.square().sum() + h.sum() + c.sum(), [x, *m.parameters()])
     return out
 for train in (False, True):
-    for i, (u, v) in enumerate(zip(run(2, train), run(1, train))):
-        assert torch.equal(u, v), f"train={{train}} item {{i}}: {{(u - v).abs().max().item():.3g}}"
+    for bi in (False, True):
+        for i, (u, v) in enumerate(zip(run(2, train, bi), run(1, train, bi))):
+            assert torch.equal(u, v), f"train={{train}} bi={{bi}} item {{i}}: {{(u - v).abs().max().item():.3g}}"
 """
 
 
@@ -116,6 +131,6 @@ for train in (False, True):
 # OMP_THREAD_LIMIT=1); the threads it has must then take every share.
 @pytest.mark.parametrize("split", SPLITS)
 def test_a_smaller_team_than_asked_for_computes_every_sample(split):
-    env = dict(os.environ, OMP_THREAD_LIMIT="1", RNNKERNELS_CPU_SPLIT=split)
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", **WAYS[split])
     run = subprocess.run([sys.executable, "-c", SHORT_TEAM], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -201,9 +201,13 @@ void backward_steps(const LayerBackward& lb) {
 
 }  // namespace
 
-void backward_layer_cpu(const LayerBackward& b) {
-  AT_DISPATCH_FLOATING_TYPES(b.dh.scalar_type(), "rnnkernels_lstm_backward_cpu",
-                             [&] { backward_steps<scalar_t>(b); });
+void backward_layer_cpu(at::ArrayRef<LayerBackward> dirs) {
+  AT_DISPATCH_FLOATING_TYPES(dirs[0].dh.scalar_type(), "rnnkernels_lstm_backward_cpu", [&] {
+    const LayerBackward& b = dirs[0];
+    const int64_t weight_bytes = panel_bytes<scalar_t>(b.w_hh) + panel_bytes<scalar_t>(b.w_hr);
+    run_directions(dirs.size(), directions_together(b.steps->B(), weight_bytes),
+                   [&](int64_t k) { backward_steps<scalar_t>(dirs[k]); });
+  });
 }
 
 }  // namespace rnnkernels

@@ -249,9 +249,14 @@ void forward_steps(const LayerForward& f) {
 
 }  // namespace
 
-void forward_layer_cpu(const LayerForward& f) {
-  AT_DISPATCH_FLOATING_TYPES(f.c.scalar_type(), "rnnkernels_lstm_forward_cpu",
-                             [&] { forward_steps<scalar_t>(f); });
+void forward_layer_cpu(at::ArrayRef<LayerForward> dirs) {
+  AT_DISPATCH_FLOATING_TYPES(dirs[0].c.scalar_type(), "rnnkernels_lstm_forward_cpu", [&] {
+    const LayerForward& f = dirs[0];
+    const int64_t weight_bytes = panel_bytes<scalar_t>(f.w_ih) + panel_bytes<scalar_t>(f.w_hh) +
+                                 panel_bytes<scalar_t>(f.w_hr);
+    run_directions(dirs.size(), directions_together(f.steps->B(), weight_bytes),
+                   [&](int64_t k) { forward_steps<scalar_t>(dirs[k]); });
+  });
 }
 
 }  // namespace rnnkernels

@@ -14,8 +14,13 @@
 #include <string>
 #include <vector>
 
+#include <ATen/ThreadLocalState.h>
+
+#include <optional>
+
 #include "../lstm_args.h"
 #include "gemm_tiles.h"
+#include "panel_gemm.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -184,6 +189,51 @@ void run_team(int threads, const F& body) {
   }
 #endif
   body(Team{});
+}
+
+// Whether a layer's directions should run at once, one thread each
+// (run_directions), for B samples and a direction's loop reading
+// weight_bytes of weights. Each core then streams all of its direction's
+// weights every step, where split by units it streams half of both
+// directions' in turn. Measured on a Zen 5 (1 MiB of L2 a core), the time
+// apart over the time together, bidirectional, inference / training step
+// (whose backward loop reads only w_hh):
+// - weights within half of L2, any batch: T100 B1 H64 1.69 / 1.40, B1
+//   H128 1.87 / 1.59;
+// - up to twice L2 from a tile's rows (kTileSamples) of samples: H256 at
+//   T100 B8 1.04 / 1.06, T50 B16 1.03 / 1.03, B32 and B64 1.00-1.01; but
+//   with fewer, T100 B1 H256 0.67 / 0.77, B4 0.99 / 1.01;
+// - beyond: H512 at T100 B4 0.83 / 0.95, B8 0.97 / 0.99, B64 1.00; T35 B20
+//   H650 0.99 / 1.00.
+inline bool directions_together(int64_t B, int64_t weight_bytes) {
+  const int64_t l2 = StepSplit::l2_bytes();
+  return weight_bytes <= l2 / 2 || (B >= StepSplit::kTileSamples && weight_bytes <= 2 * l2);
+}
+
+// Runs body(k) for each direction k of a layer: at once, one thread each,
+// where `together` and ATen has exactly one thread a direction; else one
+// after the other, each splitting its steps between all of ATen's threads
+// (StepSplit). A direction alone on a core meets no barrier and shares no
+// rows with another core. The workers run under the caller's ATen state and
+// its bfloat16 products (BFloat16Products), which are per thread.
+// RNNKERNELS_CPU_DIRECTIONS=together or =apart picks one way, to compare.
+template <typename F>
+void run_directions(int64_t count, bool together, const F& body) {
+  const char* env = std::getenv("RNNKERNELS_CPU_DIRECTIONS");
+  const std::string forced = env != nullptr ? env : "";
+  together = forced == "together" || (forced != "apart" && together);
+  if (count > 1 && together && at::get_num_threads() == count && !at::in_parallel_region()) {
+    const at::ThreadLocalState state;
+    const bool bf16 = BFloat16Products::raised();
+    at::parallel_for(0, count, 1, [&](int64_t k0, int64_t k1) {
+      const at::ThreadLocalStateGuard guard(state);
+      std::optional<BFloat16Products> products;
+      if (bf16) products.emplace();
+      for (int64_t k = k0; k < k1; ++k) body(k);
+    });
+    return;
+  }
+  for (int64_t k = 0; k < count; ++k) body(k);
 }
 
 }  // namespace rnnkernels

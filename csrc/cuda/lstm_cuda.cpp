@@ -268,7 +268,15 @@ at::Tensor empty_cuda(at::IntArrayRef shape, const at::TensorOptions& options) {
   return at::empty(shape, options);
 }
 
-constexpr LayerKernels kCudaKernels{&forward_layer_cuda, &backward_layer_cuda, &linear_cuda,
+// A layer's directions one after the other on the current stream.
+void forward_layers_cuda(at::ArrayRef<LayerForward> dirs) {
+  for (const LayerForward& f : dirs) forward_layer_cuda(f);
+}
+void backward_layers_cuda(at::ArrayRef<LayerBackward> dirs) {
+  for (const LayerBackward& b : dirs) backward_layer_cuda(b);
+}
+
+constexpr LayerKernels kCudaKernels{&forward_layers_cuda, &backward_layers_cuda, &linear_cuda,
                                     &weight_grad_cuda, &empty_cuda};
 
 void forward_cuda(const c10::OperatorHandle&, torch::jit::Stack* stack) {

@@ -1,6 +1,6 @@
 // The stack driver: every layer and direction of one op call, written once
-// for every backend. A backend supplies the time loops of one
-// layer-direction (LayerKernels); the driver does the rest through ATen on
+// for every backend. A backend supplies the time loops of a layer's
+// directions (LayerKernels); the driver does the rest through ATen on
 // the tensors' device: the buffers, dropout between layers, and after the
 // backward's time loops the gradients that are one large GEMM or reduction
 // each over all steps. The input projection is the time loop's own: the CPU

@@ -76,6 +76,15 @@ struct StepSplit {
   // thread has a full tile of samples (kTileSamples); and the batch has
   // kMinSamples a thread.
   static constexpr int64_t kBytesPerSample = int64_t(1) << 17, kMinSamples = 4;
+  // Or where a step's recurrent product gives each thread a full tile of
+  // samples and at most this many flops: a step that short loses more at the
+  // barriers of a split by units (two a step with a projection) than reading
+  // all of the weights costs it. Measured on a Zen 5, the time by units over
+  // the time by samples, inference / training step: T50 B16 H512 P128
+  // 1.03-1.06 / 1.14-1.16, B24 1.07 / 1.17, B16 H512 P256 0.99 / 1.05, B16
+  // H320 1.03 / 1.02; at B16 H512 without a projection (16.8 Mflop a thread)
+  // the split by units stays ahead.
+  static constexpr double kSampleStepFlops = 1e7;
   // The rows of the tallest tile (gemm_tiles.h): fewer samples a thread run
   // on shorter tiles, which read the panels at a lower rate.
   static constexpr int64_t kTileSamples = kMaxTileRows;
@@ -105,9 +114,11 @@ struct StepSplit {
     const int64_t l2 = l2_bytes();
     const bool shares_spill = weight_bytes > l2 / 2 * std::max(1, by_units) && step_bytes <= l2 &&
                               per_thread >= kTileSamples;
-    const bool samples = forced == "samples" ||
-                         (forced != "units" && (weight_bytes <= l2 / 2 || shares_spill ||
-                                                weight_bytes <= kBytesPerSample * per_thread));
+    const bool short_step = per_thread >= kTileSamples && flops / by_samples <= kSampleStepFlops;
+    const bool samples =
+        forced == "samples" ||
+        (forced != "units" && (weight_bytes <= l2 / 2 || shares_spill || short_step ||
+                               weight_bytes <= kBytesPerSample * per_thread));
     if (by_samples > 1 && samples) {
       threads = by_samples;
       // Equal shares of the tokens: packed samples are sorted by length.

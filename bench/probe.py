@@ -5,6 +5,7 @@
     python -m bench.probe features --config T,B,I,H --window 10 --reset 0.05   # what window/reset cost
     python -m bench.probe packed --config T,B,I,H --short 8   # one long sequence among short ones
     python -m bench.probe overhead --config T,B,I,H           # a 3-layer bidirectional stack, tiny sizes
+    python -m bench.probe ways --config T,B,I,H --bidirectional  # each way the CPU loops share the threads
 
 Each subcommand times its calls round-robin in one process (bench.timing.interleaved),
 so the machine's drift hits all of them alike. What the breakdown leaves after its
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 
 import numpy as np
 import torch
@@ -202,6 +204,54 @@ def overhead(args):
               f"{median_ratio(b, a):.2f}x")  # fmt: skip
 
 
+def ways(args):
+    """Inference and a training step under each way the CPU time loops can share
+    the threads (RNNKERNELS_CPU_SPLIT, and for two directions
+    RNNKERNELS_CPU_DIRECTIONS), beside the way the kernels pick."""
+    T, B, I, H = args.config
+    torch.manual_seed(0)
+    m = rnnkernels.LSTM(I, H, args.layers, bidirectional=args.bidirectional, proj_size=args.proj)
+    x = torch.randn(T, B, I, requires_grad=True)
+    shares = {
+        "picked": {},
+        "by units": {"RNNKERNELS_CPU_SPLIT": "units"},
+        "by samples": {"RNNKERNELS_CPU_SPLIT": "samples"},
+    }
+    if args.bidirectional:
+        shares["directions together"] = {"RNNKERNELS_CPU_DIRECTIONS": "together"}
+        shares["directions apart"] = {"RNNKERNELS_CPU_DIRECTIONS": "apart"}
+
+    def under(env, fn):
+        def f():
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                fn()
+            finally:
+                for k, v in saved.items():
+                    os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+        return f
+
+    def infer():
+        with torch.no_grad():
+            m(x)
+
+    def step():
+        torch.autograd.grad(m(x)[0].sum(), [x, *m.parameters()])
+
+    modes = {"inference": infer, "step": step}
+    fns = {(mode, way): under(env, fn) for mode, fn in modes.items() for way, env in shares.items()}
+    ms = interleaved(fns, torch.device("cpu"), args.repeats, warmup=3, sample_ms=20.0)
+    print(f"T{T} B{B} I{I} H{H} layers {args.layers}{' bidirectional' * args.bidirectional}"
+          f"{f' proj {args.proj}' * bool(args.proj)}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats} interleaved")  # fmt: skip
+    for mode in modes:
+        for way in shares:
+            t, picked = ms[(mode, way)], ms[(mode, "picked")]
+            print(f"{mode:9s} {way:19s} {np.median(t):9.3f} ms  its time / picked {median_ratio(t, picked):.3f}")
+
+
 def main(argv=None) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=int, default=None)
@@ -214,6 +264,7 @@ def main(argv=None) -> None:
         (features, "100,16,256,256", "forward+backward plain, with window, with reset"),
         (packed, "400,32,256,256", "a packed batch of one long and many short sequences, against padded"),
         (overhead, "1,1,8,8", "the fixed cost of a call: 3-layer bidirectional, tiny sizes"),
+        (ways, "50,16,256,256", "each way the CPU time loops can share the threads"),
     ):
         s = sub.add_parser(fn.__name__, parents=[common], help=what)
         s.add_argument("--config", default=config, help=f"default {config}")
@@ -225,6 +276,10 @@ def main(argv=None) -> None:
     sub.choices["packed"].add_argument("--short", type=int, default=8, help="steps of the short sequences")
     sub.choices["packed"].set_defaults(repeats=9)
     sub.choices["overhead"].set_defaults(repeats=400)
+    sub.choices["ways"].add_argument("--layers", type=int, default=1)
+    sub.choices["ways"].add_argument("--bidirectional", action="store_true")
+    sub.choices["ways"].add_argument("--proj", type=int, default=0)
+    sub.choices["ways"].set_defaults(repeats=15)
     args = p.parse_args(argv)
     if _C is None:
         raise SystemExit("the rnnkernels extension is not built")

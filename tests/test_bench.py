@@ -1,6 +1,7 @@
 """The benchmark: FLOP counting, configs and presets, peer semantics, modes, and smoke runs."""
 
 import json
+import os
 import pathlib
 import sys
 
@@ -273,14 +274,17 @@ def test_run_end_to_end(tmp_path, capsys):
         ["features", "--config", "6,3,5,8", "--window", "2"],
         ["packed", "--config", "9,4,3,5", "--short", "2"],
         ["overhead", "--config", "1,1,3,4"],
+        ["ways", "--config", "4,3,5,8", "--bidirectional", "--proj", "3"],
     ],
     ids=lambda a: a[0],
 )
 def test_probe_runs(argv, capsys):
+    environ = dict(os.environ)
     with num_threads(1):
         probe.main(argv + ["--repeats", "2"])
     out = capsys.readouterr().out
     assert "threads" in out and len(out.splitlines()) >= 3
+    assert dict(os.environ) == environ  # the ways' switches are put back
 
 
 def test_torch_compile_peer():

@@ -142,9 +142,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     at::Tensor dx;
     at::Tensor dG = kernels.empty({d.D, d.rows, 4 * d.H}, a.input.options());
     std::vector<LayerBackward> dirs;
+    std::vector<at::Tensor> w_ih;
     for (const auto dir : c10::irange(d.D)) {
       const GroupWeights w = group_weights(a, d, layer, dir);
       const int64_t g = layer * d.D + dir;
+      w_ih.push_back(w.w_ih);
       dirs.push_back(LayerBackward{
           &steps, dir == 1, a.window, reset_ptr, s.gates[dir].contiguous(), cells[dir],
           y.narrow(1, dir * d.P, d.P), h0[g], c0[g],
@@ -177,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
       if (d.proj)
         dp[a.has_biases ? 4 : 2] =
             d.rows > 0 ? kernels.weight_grad(b.dh_all, {b.r_all})[0] : at::zeros({d.P, d.H}, opts);
-      if (need_dx) add_input_grad(dx, b.dG, group_weights(a, d, layer, dir).w_ih, kernels);
+      if (need_dx) add_input_grad(dx, b.dG, w_ih[dir], kernels);
     }
     if (layer > 0) {
       const at::Tensor& mask = layers[layer - 1].mask;

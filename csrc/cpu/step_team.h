@@ -1,22 +1,21 @@
 // The threads of one time loop. A step is too short to open a parallel
 // region for (waking threads costs about as much as a small step's work), so
 // the CPU kernels open one region for the whole loop and the threads meet at
-// a barrier where a step needs all of another thread's results.
+// a barrier where a step needs all of another thread's results. A layer's
+// two directions may instead run at once, one thread each (run_directions).
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <stdint.h>
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
-
-#include <ATen/ThreadLocalState.h>
-
-#include <optional>
 
 #include "../lstm_args.h"
 #include "gemm_tiles.h"

@@ -229,7 +229,10 @@ def ways(args):
                 fn()
             finally:
                 for k, v in saved.items():
-                    os.environ.pop(k) if v is None else os.environ.update({k: v})
+                    if v is None:
+                        del os.environ[k]
+                    else:
+                        os.environ[k] = v
 
         return f
 

@@ -204,8 +204,10 @@ void backward_steps(const LayerBackward& lb) {
 void backward_layer_cpu(at::ArrayRef<LayerBackward> dirs) {
   AT_DISPATCH_FLOATING_TYPES(dirs[0].dh.scalar_type(), "rnnkernels_lstm_backward_cpu", [&] {
     const LayerBackward& b = dirs[0];
+    const int64_t B = b.steps->B(), H = b.dc.size(1), P = b.dh.size(1);
     const int64_t weight_bytes = panel_bytes<scalar_t>(b.w_hh) + panel_bytes<scalar_t>(b.w_hr);
-    run_directions(dirs.size(), directions_together(b.steps->B(), weight_bytes),
+    run_directions(dirs.size(), directions_together(B, H, P, weight_bytes),
+                   step_flops(B, H, P) < kTeamStepFlops,
                    [&](int64_t k) { backward_steps<scalar_t>(dirs[k]); });
   });
 }

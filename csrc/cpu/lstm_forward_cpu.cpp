@@ -159,14 +159,20 @@ void forward_steps(const LayerForward& f) {
   run_team(split.threads, [&](const Team& team) {
     const StepSplit::Range rg = split.range(team);
     const auto [u0, u1, p0, p1, b0, b1, shared] = rg;
+    // Whether this thread projects every sample's rows, so that a pass of
+    // steps is one product over contiguous rows (else one product a step,
+    // of only this thread's samples: a thread of a team of one had B rows a
+    // product, one at B1, at a fraction of the tiles' rate).
+    const bool every_sample = shared || (b0 == 0 && b1 >= B);
     const int64_t n0 = parts == 1 ? 0 : u0, n1 = parts == 1 ? width : u1;  // a part's columns
     int64_t g_row0 = 0;  // the packed row G_rows starts at (when not saving)
     c10::BFloat16* const h16 = rounds ? h16_all.data() + team.id * rounded : nullptr;
     // Row 0 of the pre-activations of time t, the k-th step of the loop:
-    // packed rows when saving or split by units, else a slot of B rows a
-    // step, a row per sample, so that threads apart in time never share one.
+    // packed rows when saving or projecting every sample, else a slot of B
+    // rows a step, a row per sample, so that threads apart in time never
+    // share one.
     auto g_at = [&](int64_t t, int64_t k) {
-      if (save || shared) return G_rows + (steps.offset(t) - g_row0) * 4 * H;
+      if (save || every_sample) return G_rows + (steps.offset(t) - g_row0) * 4 * H;
       return G_rows + (k % chunk) * B * 4 * H;
     };
     // This thread's columns of the pre-activations g of x's rows [row, row + m).
@@ -185,14 +191,14 @@ void forward_steps(const LayerForward& f) {
       const int64_t t_next = f.reverse ? t - 1 : t + 1;
       if (k % chunk == 0) {
         // The pre-activations of the next pass of steps, whose rows are
-        // contiguous in either direction: all of them for a split by units,
-        // else this thread's samples' rows of each step.
+        // contiguous in either direction: all of them for a thread with
+        // every sample, else this thread's samples' rows of each step.
         const int64_t t_end =
             f.reverse ? std::max<int64_t>(0, t - chunk + 1) : std::min(T_ - 1, t + chunk - 1);
         const int64_t lo = std::min(t, t_end), hi = std::max(t, t_end);
         const int64_t row0 = steps.offset(lo);
         g_row0 = save ? 0 : row0;
-        if (shared) {
+        if (every_sample) {
           project(row0, steps.offset(hi) + steps.batch(hi) - row0, g_at(lo, 0));
         } else {
           for (int64_t s = lo; s <= hi; ++s)
@@ -252,9 +258,11 @@ void forward_steps(const LayerForward& f) {
 void forward_layer_cpu(at::ArrayRef<LayerForward> dirs) {
   AT_DISPATCH_FLOATING_TYPES(dirs[0].c.scalar_type(), "rnnkernels_lstm_forward_cpu", [&] {
     const LayerForward& f = dirs[0];
+    const int64_t B = f.steps->B(), H = f.c.size(1), P = f.h.size(1);
     const int64_t weight_bytes = panel_bytes<scalar_t>(f.w_ih) + panel_bytes<scalar_t>(f.w_hh) +
                                  panel_bytes<scalar_t>(f.w_hr);
-    run_directions(dirs.size(), directions_together(f.steps->B(), weight_bytes),
+    run_directions(dirs.size(), directions_together(B, H, P, weight_bytes),
+                   step_flops(B, H, P) < kTeamStepFlops,
                    [&](int64_t k) { forward_steps<scalar_t>(dirs[k]); });
   });
 }

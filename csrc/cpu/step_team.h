@@ -31,6 +31,10 @@ namespace rnnkernels {
 // thread: the barriers would cost more than the split saves.
 constexpr double kTeamStepFlops = 2e5;
 
+// The flops of one step's recurrent product, (B, P) x (P, 4H), forward or
+// backward.
+inline double step_flops(int64_t B, int64_t H, int64_t P) { return 2.0 * B * P * 4 * H; }
+
 // How many threads a loop whose steps each cost step_flops should use when
 // its work splits into `shares` independent parts. Only loops that call
 // nothing from ATen may have more than one (see run_team).
@@ -95,7 +99,7 @@ struct StepSplit {
   StepSplit(const StepRows& steps, int64_t H, int64_t P, int64_t block, int64_t weight_bytes,
             int64_t step_bytes, bool aten_free)
       : H_(H), P_(P), B_(steps.B()), block_(block) {
-    const double flops = 2.0 * B_ * P * 4 * H;
+    const double flops = step_flops(B_, H, P);
     const int by_units = team_size(flops, unit_blocks(), aten_free);
     const int by_samples = team_size(flops, B_ / kMinSamples, aten_free);
     // RNNKERNELS_CPU_SPLIT=units or =samples picks one way, to compare.
@@ -202,8 +206,12 @@ void run_team(int threads, const F& body) {
 }
 
 // Whether a layer's directions should run at once, one thread each
-// (run_directions), for B samples and a direction's loop reading
-// weight_bytes of weights. Each core then streams all of its direction's
+// (run_directions), for steps of B samples, H units and P outputs and a
+// direction's loop reading weight_bytes of weights. Always where a
+// direction's steps are too small to split (kTeamStepFlops): one after the
+// other, each would leave the other threads idle (T100 B1 I1024 H64:
+// inference 1.89x faster together, a training step 1.43x; measured with
+// `python -m bench.probe ways`). Else each core streams all of its direction's
 // weights every step, where split by units it streams half of both
 // directions' in turn. Measured on a Zen 5 (1 MiB of L2 a core), the time
 // apart over the time together, bidirectional, inference / training step
@@ -215,24 +223,28 @@ void run_team(int threads, const F& body) {
 //   with fewer, T100 B1 H256 0.67 / 0.77, B4 0.99 / 1.01;
 // - beyond: H512 at T100 B4 0.83 / 0.95, B8 0.97 / 0.99, B64 1.00; T35 B20
 //   H650 0.99 / 1.00.
-inline bool directions_together(int64_t B, int64_t weight_bytes) {
+inline bool directions_together(int64_t B, int64_t H, int64_t P, int64_t weight_bytes) {
   const int64_t l2 = StepSplit::l2_bytes();
-  return weight_bytes <= l2 / 2 || (B >= StepSplit::kTileSamples && weight_bytes <= 2 * l2);
+  return step_flops(B, H, P) < kTeamStepFlops || weight_bytes <= l2 / 2 ||
+         (B >= StepSplit::kTileSamples && weight_bytes <= 2 * l2);
 }
 
 // Runs body(k) for each direction k of a layer: at once, one thread each,
-// where `together` and ATen has exactly one thread a direction; else one
+// where `together` and ATen has one thread a direction, or more where each
+// direction's steps are too small to split anyway (`alone`); else one
 // after the other, each splitting its steps between all of ATen's threads
 // (StepSplit). A direction alone on a core meets no barrier and shares no
 // rows with another core. The workers run under the caller's ATen state and
 // its bfloat16 products (BFloat16Products), which are per thread.
 // RNNKERNELS_CPU_DIRECTIONS=together or =apart picks one way, to compare.
 template <typename F>
-void run_directions(int64_t count, bool together, const F& body) {
+void run_directions(int64_t count, bool together, bool alone, const F& body) {
   const char* env = std::getenv("RNNKERNELS_CPU_DIRECTIONS");
   const std::string forced = env != nullptr ? env : "";
   together = forced == "together" || (forced != "apart" && together);
-  if (count > 1 && together && at::get_num_threads() == count && !at::in_parallel_region()) {
+  const int threads = at::get_num_threads();
+  if (count > 1 && together && (threads == count || (alone && threads > count)) &&
+      !at::in_parallel_region()) {
     const at::ThreadLocalState state;
     const bool bf16 = BFloat16Products::raised();
     at::parallel_for(0, count, 1, [&](int64_t k0, int64_t k1) {

@@ -134,3 +134,26 @@ def test_a_smaller_team_than_asked_for_computes_every_sample(split):
     env = dict(os.environ, OMP_THREAD_LIMIT="1", **WAYS[split])
     run = subprocess.run([sys.executable, "-c", SHORT_TEAM], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+# Steps too small to split (2 samples of 16 units) run on one thread, which
+# still shares each pass's input projection (128 rows by 256 inputs by 64
+# gate columns) with ATen's other threads, panel by panel. Not both
+# directions: those run at once, a thread each, with nothing to share.
+@pytest.mark.parametrize(
+    "config", [dict(), dict(num_layers=2, proj_size=5, reset=True, window=3)], ids=["plain", "features"]
+)
+def test_a_loop_on_one_thread_shares_its_input_projection(config):
+    sizes = Sizes(64, 2, 256, 16)
+
+    def outputs(backend, threads):
+        with num_threads(threads):
+            return config_outputs_and_grads(config, torch.float64, sizes, backend=backend, reset_p=0.2)
+
+    two, one, want = outputs("fused", 2), outputs("fused", 1), outputs("reference", 1)
+    for i, (u, v, w) in enumerate(zip(two, one, want)):
+        assert torch.equal(u, v), f"item {i}: max abs diff {(u - v).abs().max().item():.3g}"
+        torch.testing.assert_close(u, w, rtol=1e-10, atol=1e-12, msg=lambda m: f"item {i}: {m}")
+    got, want = infer(config, torch.float64, "fused", 2, sizes), infer(config, torch.float64, "reference", 1, sizes)
+    for i, (u, v) in enumerate(zip(got, want)):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12, msg=lambda m: f"item {i}: {m}")

@@ -1,9 +1,10 @@
 """The CPU time loops run on a team of threads that share out units and
 columns and meet at barriers, or share out samples and never meet (small
 weights); a layer's two directions run one after the other on the team, or
-at once, one thread each. At sizes where the team has two threads and partial last shares,
-every feature gives the reference's values, and the same bits as one thread
-(the split changes who computes an element, never how), either way."""
+at once, one thread each. At sizes where the team has two threads and
+partial last shares, every feature gives the reference's values, and the
+same bits as one thread (the split changes who computes an element, never
+how), every way."""
 
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ WAYS = {
     "samples": dict(RNNKERNELS_CPU_SPLIT="samples", RNNKERNELS_CPU_DIRECTIONS="apart"),
     "together": dict(RNNKERNELS_CPU_DIRECTIONS="together"),
 }
-SPLITS = list(WAYS)
 
 
 def share(monkeypatch, split):
@@ -52,7 +52,7 @@ def share(monkeypatch, split):
         monkeypatch.setenv(name, value)
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", list(WAYS))
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_two_threads_match_the_reference(config, split, monkeypatch):
     share(monkeypatch, split)
@@ -64,7 +64,7 @@ def test_two_threads_match_the_reference(config, split, monkeypatch):
 
 # Not "narrow-proj": its dW_hr is a closing GEMM of 5 rows, which MKL's sgemm
 # itself rounds differently with 2 threads (as torch.mm does for such sizes).
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", list(WAYS))
 @pytest.mark.parametrize("gemm", ["panels", "aten"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c != "narrow-proj"])
@@ -93,7 +93,7 @@ def infer(config, dtype, backend, threads, sizes):
 # Inference projects the input in passes of several steps into a buffer of
 # one pass: T = 40 makes many passes; threads that split the samples drift
 # apart by any number of steps and must never share its rows.
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", list(WAYS))
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_inference_matches_the_reference_and_one_thread(config, split, monkeypatch):
     share(monkeypatch, split)
@@ -129,7 +129,7 @@ for train in (False, True):
 
 # OpenMP may give a team fewer threads than it asked for (here always:
 # OMP_THREAD_LIMIT=1); the threads it has must then take every share.
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", list(WAYS))
 def test_a_smaller_team_than_asked_for_computes_every_sample(split):
     env = dict(os.environ, OMP_THREAD_LIMIT="1", **WAYS[split])
     run = subprocess.run([sys.executable, "-c", SHORT_TEAM], env=env, capture_output=True, text=True)

@@ -206,8 +206,7 @@ void backward_layer_cpu(at::ArrayRef<LayerBackward> dirs) {
     const LayerBackward& b = dirs[0];
     const int64_t B = b.steps->B(), H = b.dc.size(1), P = b.dh.size(1);
     const int64_t weight_bytes = panel_bytes<scalar_t>(b.w_hh) + panel_bytes<scalar_t>(b.w_hr);
-    run_directions(dirs.size(), directions_together(B, H, P, weight_bytes),
-                   step_flops(B, H, P) < kTeamStepFlops,
+    run_directions(dirs.size(), B, H, P, weight_bytes,
                    [&](int64_t k) { backward_steps<scalar_t>(dirs[k]); });
   });
 }

@@ -15,6 +15,10 @@
 namespace rnnkernels {
 namespace {
 
+// The flops of an input projection from which a loop that runs on one
+// thread shares it with ATen's other threads.
+constexpr double kShareProjectionFlops = 1e6;
+
 // Steps whose input projection one pass computes: enough rows for the
 // tiles to run at speed, and few enough that the pre-activations stay in
 // cache from the projection to the gate pass (a projection of all steps
@@ -23,10 +27,6 @@ namespace {
 // panels, from L3 for a large H, so the cap is L3's: a 512 KiB one (L2)
 // made T35 inference 10% slower at B8 H1024 (passes of 4 steps, not 16) and
 // 6-10% at B32 H1024. More than 128 rows a pass made B20 H650 slower.
-// The flops of an input projection from which a loop that runs on one
-// thread shares it with ATen's other threads.
-constexpr double kShareProjectionFlops = 1e6;
-
 int64_t projection_steps(int64_t B, int64_t H, size_t item) {
   constexpr int64_t kRows = 128, kBytes = int64_t(4) << 20;
   const int64_t by_rows = (kRows + B - 1) / B;
@@ -287,8 +287,7 @@ void forward_layer_cpu(at::ArrayRef<LayerForward> dirs) {
     const int64_t B = f.steps->B(), H = f.c.size(1), P = f.h.size(1);
     const int64_t weight_bytes = panel_bytes<scalar_t>(f.w_ih) + panel_bytes<scalar_t>(f.w_hh) +
                                  panel_bytes<scalar_t>(f.w_hr);
-    run_directions(dirs.size(), directions_together(B, H, P, weight_bytes),
-                   step_flops(B, H, P) < kTeamStepFlops,
+    run_directions(dirs.size(), B, H, P, weight_bytes,
                    [&](int64_t k) { forward_steps<scalar_t>(dirs[k]); });
   });
 }

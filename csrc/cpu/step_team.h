@@ -229,19 +229,22 @@ inline bool directions_together(int64_t B, int64_t H, int64_t P, int64_t weight_
          (B >= StepSplit::kTileSamples && weight_bytes <= 2 * l2);
 }
 
-// Runs body(k) for each direction k of a layer: at once, one thread each,
-// where `together` and ATen has one thread a direction, or more where each
-// direction's steps are too small to split anyway (`alone`); else one
-// after the other, each splitting its steps between all of ATen's threads
-// (StepSplit). A direction alone on a core meets no barrier and shares no
-// rows with another core. The workers run under the caller's ATen state and
-// its bfloat16 products (BFloat16Products), which are per thread.
-// RNNKERNELS_CPU_DIRECTIONS=together or =apart picks one way, to compare.
+// Runs body(k) for each direction k of a layer whose loops are as
+// directions_together's: at once, one thread each, where that says so and
+// ATen has one thread a direction, or more where each direction's steps are
+// too small to split anyway; else one after the other, each splitting its
+// steps between all of ATen's threads (StepSplit). A direction alone on a core meets no barrier and
+// shares no rows with another core. The workers run under the caller's ATen state and its bfloat16
+// products (BFloat16Products), which are per thread. RNNKERNELS_CPU_DIRECTIONS=together or =apart
+// picks one way, to compare.
 template <typename F>
-void run_directions(int64_t count, bool together, bool alone, const F& body) {
+void run_directions(int64_t count, int64_t B, int64_t H, int64_t P, int64_t weight_bytes,
+                    const F& body) {
   const char* env = std::getenv("RNNKERNELS_CPU_DIRECTIONS");
   const std::string forced = env != nullptr ? env : "";
-  together = forced == "together" || (forced != "apart" && together);
+  const bool alone = step_flops(B, H, P) < kTeamStepFlops;
+  const bool together =
+      forced == "together" || (forced != "apart" && directions_together(B, H, P, weight_bytes));
   const int threads = at::get_num_threads();
   if (count > 1 && together && (threads == count || (alone && threads > count)) &&
       !at::in_parallel_region()) {

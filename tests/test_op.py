@@ -167,7 +167,7 @@ def test_float32_gate_math_is_within_a_few_ulp():
         want.append(torch.cat([torch.sigmoid(p[3]) * torch.tanh(c64), c64]))
     got, exact = torch.cat(outs), torch.cat(want)
     ulp = torch.finfo(torch.float32).eps * exact.abs().float().clamp_min(torch.finfo(torch.float32).tiny).double()
-    assert ((got - exact).abs() / ulp).max() < 4  # 2.2 measured
+    assert ((got - exact).abs() / ulp).max() < 4  # 3.0 measured: c's own error carries through tanh
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

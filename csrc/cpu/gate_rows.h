@@ -51,28 +51,36 @@ struct ScalarLanes {
 };
 
 // Units [j, j1) of one row in steps of Lanes::size; returns where it stopped
-// (the tail a wider lane type could not cover).
+// (the tail a wider lane type could not cover). Two loops over the units:
+// the cell update (cell_update), then o and h from the new cell state.
 template <typename L, typename T>
-int64_t forward_span(const ForwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+int64_t forward_span(const ForwardRow<T>& w, int64_t j0, int64_t j1, int64_t H) {
   using V = typename L::V;
-  for (; j + L::size <= j1; j += L::size) {
-    auto pre = [&](int64_t k) { return L::load(w.g + k * H + j) + L::load(w.r + k * H + j); };
-    const CellForward<V> out = cell_forward<V>(pre(0), pre(1), pre(2), pre(3), L::load(w.c + j));
-    L::store(out.c, w.c + j);
-    L::store(out.h, w.h + j);
-    if (w.y != nullptr) L::store(out.h, w.y + j);
-    if constexpr (std::is_same_v<T, float>) {
-      if (w.y16 != nullptr) L::store_bf16(out.h, w.y16 + j);
-    }
+  const int64_t end = j0 + (j1 - j0) / L::size * L::size;
+  auto pre = [&](int64_t k, int64_t j) {
+    return L::load(w.g + k * H + j) + L::load(w.r + k * H + j);
+  };
+  for (int64_t j = j0; j < end; j += L::size) {
+    const CellUpdate<V> u = cell_update<V>(pre(0, j), pre(1, j), pre(2, j), L::load(w.c + j));
+    L::store(u.c, w.c + j);
     if (w.gates != nullptr) {
-      L::store(out.i, w.gates + j);
-      L::store(out.f, w.gates + H + j);
-      L::store(out.g, w.gates + 2 * H + j);
-      L::store(out.o, w.gates + 3 * H + j);
-      L::store(out.c, w.cells + j);
+      L::store(u.i, w.gates + j);
+      L::store(u.f, w.gates + H + j);
+      L::store(u.g, w.gates + 2 * H + j);
+      L::store(u.c, w.cells + j);
     }
   }
-  return j;
+  for (int64_t j = j0; j < end; j += L::size) {
+    const V o = sigmoid_(pre(3, j));
+    const V h = o * MathFns<V>::tanh(L::load(w.c + j));
+    L::store(h, w.h + j);
+    if (w.y != nullptr) L::store(h, w.y + j);
+    if constexpr (std::is_same_v<T, float>) {
+      if (w.y16 != nullptr) L::store_bf16(h, w.y16 + j);
+    }
+    if (w.gates != nullptr) L::store(o, w.gates + 3 * H + j);
+  }
+  return end;
 }
 
 template <typename L, typename T>

@@ -85,19 +85,36 @@ struct CellBackward {
   T dc_prev;
 };
 
-// dh: gradient reaching h = o * tanh(c) at this step (after any projection's
-// backward); dc_next: gradient carried into c from the step after this one.
+// The gradient reaching this step's cell state (dc) and o's pre-activation
+// (do_), from tc = tanh(c), dh, the gradient reaching h = o * tc at this
+// step (after any projection's backward), and dc_next, carried into c from
+// the step after this one: the first half of cell_backward, which the CPU's
+// vector loops run apart from the second, as the forward's halves.
+template <typename T>
+struct CellGradient {
+  T dc, do_;
+};
+
+template <typename T>
+RNNK_HD CellGradient<T> cell_gradient(T o, T tc, T dh, T dc_next) {
+  return {dc_next + dh * o * (T(1) - tc * tc), dh * tc * o * (T(1) - o)};
+}
+
+// The rest from dc: the other gates' gradients and dc_prev = dc * f.
+template <typename T>
+RNNK_HD CellBackward<T> cell_backward_from(T i, T f, T g, T c_prev, CellGradient<T> d) {
+  CellBackward<T> r;
+  r.do_ = d.do_;
+  r.di = d.dc * g * i * (T(1) - i);
+  r.dg = d.dc * i * (T(1) - g * g);
+  r.df = d.dc * c_prev * f * (T(1) - f);
+  r.dc_prev = d.dc * f;
+  return r;
+}
+
 template <typename T>
 RNNK_HD CellBackward<T> cell_backward(T i, T f, T g, T o, T c, T c_prev, T dh, T dc_next) {
-  CellBackward<T> r;
-  const T tc = MathFns<T>::tanh(c);
-  const T dc = dc_next + dh * o * (T(1) - tc * tc);
-  r.do_ = dh * tc * o * (T(1) - o);
-  r.di = dc * g * i * (T(1) - i);
-  r.dg = dc * i * (T(1) - g * g);
-  r.df = dc * c_prev * f * (T(1) - f);
-  r.dc_prev = dc * f;
-  return r;
+  return cell_backward_from(i, f, g, c_prev, cell_gradient(o, MathFns<T>::tanh(c), dh, dc_next));
 }
 
 // --- time bookkeeping --------------------------------------------------------

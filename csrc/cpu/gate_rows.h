@@ -83,31 +83,40 @@ int64_t forward_span(const ForwardRow<T>& w, int64_t j0, int64_t j1, int64_t H) 
   return end;
 }
 
+// The same for the backward, in two loops likewise: the gradient reaching
+// the cell state (cell_gradient), kept in dc, then the other gates'.
 template <typename L, typename T>
-int64_t backward_span(const BackwardRow<T>& w, int64_t j, int64_t j1, int64_t H) {
+int64_t backward_span(const BackwardRow<T>& w, int64_t j0, int64_t j1, int64_t H) {
   using V = typename L::V;
-  for (; j + L::size <= j1; j += L::size) {
-    const V o = L::load(w.gates + 3 * H + j);
-    const V c = L::load(w.cell + j);
+  const int64_t end = j0 + (j1 - j0) / L::size * L::size;
+  auto add_to_sum = [&](int64_t k, int64_t j, V d) {  // the bias gradient, while d is in registers
+    T* s = w.dG_sum + k * H + j;
+    L::store(L::load(s) + d, s);
+  };
+  for (int64_t j = j0; j < end; j += L::size) {
+    const V o = L::load(w.gates + 3 * H + j), tc = MathFns<V>::tanh(L::load(w.cell + j));
+    const CellGradient<V> d = cell_gradient<V>(o, tc, L::load(w.dh + j), L::load(w.dc + j));
+    L::store(d.dc, w.dc + j);
+    L::store(d.do_, w.dG + 3 * H + j);
+    if (w.dG_sum != nullptr) add_to_sum(3, j, d.do_);
+    if (w.r_all != nullptr) L::store(o * tc, w.r_all + j);
+  }
+  for (int64_t j = j0; j < end; j += L::size) {
     const V c_prev = w.c_prev != nullptr ? L::load(w.c_prev + j) : V(0);
-    const CellBackward<V> g = cell_backward<V>(L::load(w.gates + j), L::load(w.gates + H + j),
-                                               L::load(w.gates + 2 * H + j), o, c, c_prev,
-                                               L::load(w.dh + j), L::load(w.dc + j));
+    const CellBackward<V> g = cell_backward_from<V>(L::load(w.gates + j), L::load(w.gates + H + j),
+                                                    L::load(w.gates + 2 * H + j), c_prev,
+                                                    CellGradient<V>{L::load(w.dc + j), V(0)});
     L::store(g.di, w.dG + j);
     L::store(g.df, w.dG + H + j);
     L::store(g.dg, w.dG + 2 * H + j);
-    L::store(g.do_, w.dG + 3 * H + j);
-    if (w.dG_sum != nullptr) {  // the bias gradient, while dG is in registers
-      T* s = w.dG_sum;
-      L::store(L::load(s + j) + g.di, s + j);
-      L::store(L::load(s + H + j) + g.df, s + H + j);
-      L::store(L::load(s + 2 * H + j) + g.dg, s + 2 * H + j);
-      L::store(L::load(s + 3 * H + j) + g.do_, s + 3 * H + j);
+    if (w.dG_sum != nullptr) {
+      add_to_sum(0, j, g.di);
+      add_to_sum(1, j, g.df);
+      add_to_sum(2, j, g.dg);
     }
-    if (w.r_all != nullptr) L::store(o * MathFns<V>::tanh(c), w.r_all + j);
     L::store(w.cut ? V(0) : g.dc_prev, w.dc + j);
   }
-  return j;
+  return end;
 }
 
 // The vector spans (gate_rows_avx2.cpp, gate_rows_avx512.cpp): units

@@ -52,8 +52,13 @@ def describe(device: torch.device) -> dict:
 
 
 def gemms(dtype: torch.dtype, device: torch.device) -> dict:
-    """{label: (zero-argument n x n x n GEMM, its FLOPs)}: every library worth trying here."""
+    """{label: (zero-argument n x n x n GEMM, its FLOPs)}: every library worth trying here.
+
+    float16 on a CPU also tries float32: without float16 arithmetic, a float16
+    product runs fastest widened, as the kernels run it and nn.LSTM would."""
     out = {}
+    if device.type == "cpu" and dtype == torch.float16:
+        out = {f"{k} (float32)": v for k, v in gemms(torch.float32, device).items()}
     g = torch.Generator(device=device).manual_seed(0)
     for n in (4096,) if device.type == "cuda" else (1024, 2048):
         a, b, c = (torch.randn(n, n, generator=g, device=device, dtype=dtype) for _ in range(3))

@@ -72,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
       const GroupWeights w = group_weights(a, d, layer, dir);
       at::Tensor gates_dir = save ? kernels.empty({d.rows, 4 * d.H}, opts) : at::Tensor();
       const int64_t g = layer * d.D + dir;
-      dirs.push_back(LayerForward{&steps, dir == 1, a.window, reset_ptr, x, w.w_ih, w.w_hh, w.w_hr,
+      dirs.push_back(LayerForward{&steps, dir == 1, reset_ptr, x, w.w_ih, w.w_hh, w.w_hr,
                                   w.b_ih.defined() ? w.b_ih + w.b_hh : at::Tensor(), gates_dir,
                                   hy[g], cy[g], out.narrow(1, dir * d.P, d.P),
                                   save ? cells[dir] : at::Tensor()});

@@ -18,7 +18,6 @@ namespace rnnkernels {
 struct LayerForward {
   const StepRows* steps;
   bool reverse;
-  int64_t window;
   const bool* reset;            // (T, B) contiguous on the device, or null
   at::Tensor x;                 // (rows, I): the layer's input
   at::Tensor w_ih, w_hh, w_hr;  // w_hr undefined without a projection

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 
-def _boundaries(T, lens, reverse, s):
+def _boundaries(lens, reverse, s):
     """Original time index processed at step s, and the boundary index crossed
     going from step s-1 to step s (see csrc/lstm_math.h)."""
     if reverse:
@@ -54,7 +54,7 @@ def lstm_layer(
     outputs = []
     for s in range(T):
         active = lens > s
-        t, boundary = _boundaries(T, lens, reverse, s)
+        t, boundary = _boundaries(lens, reverse, s)
         if s > 0 and window > 0:
             cut = (active & (boundary % window == 0))[:, None]
             h = torch.where(cut, h.detach(), h)

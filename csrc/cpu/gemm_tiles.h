@@ -1,6 +1,7 @@
 // The innermost piece of the CPU GEMM (panel_gemm.cpp): one tile of C from
-// rows of A and column panels of a packed B. The AVX2 tiles live in
-// gemm_tiles_avx2.cpp, the only file compiled for AVX2 + FMA.
+// rows of A and column panels of a packed B. The tiles live in
+// gemm_tiles_avx2.cpp, gemm_tiles_avx512.cpp and gemm_tiles_bf16.cpp, each
+// compiled for its instruction set.
 #pragma once
 
 #include <c10/util/BFloat16.h>

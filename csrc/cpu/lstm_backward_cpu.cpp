@@ -2,7 +2,6 @@
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
-#include <optional>
 
 #include "../lstm_math.h"
 #include "gate_rows.h"
@@ -113,9 +112,10 @@ void backward_steps(const LayerBackward& lb) {
   const int64_t T_ = steps.T(), B = steps.B(), H = lb.dc.size(1), P = lb.dh.size(1);
   const bool proj = lb.w_hr.defined();
   // Packed once, multiplied every step.
-  const StepMatrix<T> w_hh_m(lb.w_hh);
-  const std::optional<StepMatrix<T>> w_hr_m =
-      proj ? std::make_optional<StepMatrix<T>>(lb.w_hr) : std::nullopt;
+  const std::vector<StepMatrix<T>> matrices = StepMatrix<T>::together(
+      proj ? std::vector<at::Tensor>{lb.w_hh, lb.w_hr} : std::vector<at::Tensor>{lb.w_hh});
+  const StepMatrix<T>& w_hh_m = matrices[0];
+  const StepMatrix<T>* const w_hr_m = proj ? &matrices[1] : nullptr;
   at::Tensor dr = proj ? at::empty({B, H}, lb.dh.options()) : at::Tensor();
   // dG in bfloat16 (the input's dtype under BFloat16Weights): the products
   // that read it, in the loop and after it, round it to that anyway.

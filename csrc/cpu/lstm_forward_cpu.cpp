@@ -2,7 +2,6 @@
 #include <ATen/Dispatch.h>
 
 #include <algorithm>
-#include <optional>
 #include <vector>
 
 #include "../lstm_math.h"
@@ -105,13 +104,14 @@ void forward_steps(const LayerForward& f) {
   // (or on one thread) whole, one product over all 4H columns: fewer partly
   // filled panels, fewer calls.
   const int64_t parts = split.by_samples() || split.threads == 1 ? 1 : 4, width = 4 * H / parts;
-  std::vector<StepMatrix<T>> w_in, w_gate;
-  for (int64_t q = 0; q < parts; ++q) {
-    w_in.emplace_back(f.w_ih.narrow(0, q * width, width).t());
-    w_gate.emplace_back(f.w_hh.narrow(0, q * width, width).t());
-  }
-  const std::optional<StepMatrix<T>> w_hr_t =
-      proj ? std::make_optional<StepMatrix<T>>(f.w_hr.t()) : std::nullopt;
+  std::vector<at::Tensor> weights;
+  for (const at::Tensor& w : {f.w_ih, f.w_hh})
+    for (int64_t q = 0; q < parts; ++q) weights.push_back(w.narrow(0, q * width, width).t());
+  if (proj) weights.push_back(f.w_hr.t());
+  const std::vector<StepMatrix<T>> matrices = StepMatrix<T>::together(weights);
+  const StepMatrix<T>* const w_in = matrices.data();  // [parts], then w_gate's
+  const StepMatrix<T>* const w_gate = w_in + parts;
+  const StepMatrix<T>* const w_hr_t = proj ? &matrices.back() : nullptr;
   const at::Tensor x = f.x.contiguous();
   const at::Tensor bias = f.bias.defined() ? f.bias.contiguous() : at::Tensor();
   const int64_t I = x.size(1), chunk = projection_steps(B, H, sizeof(T));

@@ -276,28 +276,34 @@ void pack_panel(c10::BFloat16* out, const c10::BFloat16* b, int64_t K, int64_t n
     for (int64_t j = 0; j < nv; ++j) place(k, j) = b[k * sk + (n0 + j) * sn];
 }
 
+// Panels a thread packs at the least, for panels of `elements`.
+int64_t pack_grain(int64_t elements) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, elements));
+}
+
 }  // namespace
 
 template <typename T>
 template <typename S>
-PanelMatrix<T>::PanelMatrix(const S* b, int64_t K, int64_t N, int64_t sk, int64_t sn)
+PanelMatrix<T>::PanelMatrix(const S* b, int64_t K, int64_t N, int64_t sk, int64_t sn, bool later)
     : K_(padded_depth<T>(K)), N_(N) {
   constexpr int64_t NR = kPanelWidth<T>;
   count_ = ceil_div(N, NR);
   // From the pool: a large weight's panels would be new pages every call.
   panels_ =
       workspace_empty({count_ * K_ * NR}, at::TensorOptions(c10::CppTypeToScalarType<T>::value));
-  T* dst = panels_.mutable_data_ptr<T>();
+  T* const dst = panels_.mutable_data_ptr<T>();
   data_ = dst;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, K_ * NR));
-  at::parallel_for(0, count_, grain, [&](int64_t p0, int64_t p1) {
+  const int64_t Kp = K_;
+  pack_ = [=](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * NR, nv = std::min(NR, N - n0);
-      T* out = dst + p * K_ * NR;
-      if (nv < NR || K < K_) std::fill(out, out + K_ * NR, T(0));
+      T* out = dst + p * Kp * NR;
+      if (nv < NR || K < Kp) std::fill(out, out + Kp * NR, T(0));
       pack_panel(out, b, K, n0, nv, sk, sn);
     }
-  });
+  };
+  if (!later) at::parallel_for(0, count_, pack_grain(K_ * NR), pack_);
 }
 
 template <typename T>
@@ -336,36 +342,64 @@ void PanelMatrix<T>::multiply(int64_t M, const T* a, int64_t lda, acc_t<T>* c, i
 template class PanelMatrix<float>;
 template class PanelMatrix<double>;
 template class PanelMatrix<c10::BFloat16>;
-template PanelMatrix<float>::PanelMatrix(const float*, int64_t, int64_t, int64_t, int64_t);
-template PanelMatrix<double>::PanelMatrix(const double*, int64_t, int64_t, int64_t, int64_t);
-template PanelMatrix<c10::BFloat16>::PanelMatrix(const float*, int64_t, int64_t, int64_t, int64_t);
+template PanelMatrix<float>::PanelMatrix(const float*, int64_t, int64_t, int64_t, int64_t, bool);
+template PanelMatrix<double>::PanelMatrix(const double*, int64_t, int64_t, int64_t, int64_t, bool);
+template PanelMatrix<c10::BFloat16>::PanelMatrix(const float*, int64_t, int64_t, int64_t, int64_t,
+                                                 bool);
 template PanelMatrix<c10::BFloat16>::PanelMatrix(const c10::BFloat16*, int64_t, int64_t, int64_t,
-                                                 int64_t);
+                                                 int64_t, bool);
 
 namespace {
 
-// Float or bfloat16 B (K, N), or its transpose, packed into bfloat16 panels.
-PanelMatrix<c10::BFloat16> bf16_panels(const at::Tensor& b, bool transposed) {
+// Float or bfloat16 B (K, N), or its transpose, packed into bfloat16 panels
+// (with `later`, by pack()).
+PanelMatrix<c10::BFloat16> bf16_panels(const at::Tensor& b, bool transposed, bool later = false) {
   const int64_t k = transposed ? 1 : 0;
   if (b.scalar_type() == at::kBFloat16)  // a weight kept in bfloat16 (BFloat16Weights)
     return PanelMatrix<c10::BFloat16>(b.const_data_ptr<c10::BFloat16>(), b.size(k), b.size(1 - k),
-                                      b.stride(k), b.stride(1 - k));
+                                      b.stride(k), b.stride(1 - k), later);
   return PanelMatrix<c10::BFloat16>(b.const_data_ptr<float>(), b.size(k), b.size(1 - k),
-                                    b.stride(k), b.stride(1 - k));
+                                    b.stride(k), b.stride(1 - k), later);
 }
 
 }  // namespace
 
 template <typename T>
-StepMatrix<T>::StepMatrix(const at::Tensor& b) : b_(b) {
+StepMatrix<T>::StepMatrix(const at::Tensor& b, bool later) : b_(b) {
   if constexpr (std::is_same_v<T, float>) {
     if (BFloat16Products::active()) {
-      bf16_.emplace(bf16_panels(b, false));
+      bf16_.emplace(bf16_panels(b, false, later));
       return;
     }
   }
   if (panel_gemm_enabled(b.scalar_type()))
-    packed_.emplace(b.const_data_ptr<T>(), b.size(0), b.size(1), b.stride(0), b.stride(1));
+    packed_.emplace(b.const_data_ptr<T>(), b.size(0), b.size(1), b.stride(0), b.stride(1), later);
+}
+
+template <typename T>
+std::vector<StepMatrix<T>> StepMatrix<T>::together(at::TensorList bs) {
+  std::vector<StepMatrix<T>> out;
+  out.reserve(bs.size());
+  // Matrix m's panels are [first[m], first[m + 1]) of the joint count.
+  std::vector<int64_t> first{0};
+  int64_t elements = 0;  // of the largest panel
+  for (const at::Tensor& b : bs) {
+    const StepMatrix<T>& s = out.emplace_back(b, true);
+    const int64_t count = s.packed_ ? s.packed_->count() : s.bf16_ ? s.bf16_->count() : 0;
+    const int64_t depth = s.packed_ ? s.packed_->depth() : s.bf16_ ? s.bf16_->depth() : 0;
+    first.push_back(first.back() + count);
+    elements = std::max(elements, depth * kStepColumns<T>);
+  }
+  at::parallel_for(0, first.back(), pack_grain(elements), [&](int64_t g0, int64_t g1) {
+    for (size_t m = 0; m < out.size(); ++m) {
+      const int64_t p0 = std::max(g0, first[m]) - first[m],
+                    p1 = std::min(g1, first[m + 1]) - first[m];
+      if (p0 >= p1) continue;
+      if (out[m].packed_) out[m].packed_->pack(p0, p1);
+      if (out[m].bf16_) out[m].bf16_->pack(p0, p1);
+    }
+  });
+  return out;
 }
 
 template <typename T>

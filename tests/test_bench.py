@@ -93,12 +93,22 @@ def test_parse_args_defaults_and_choices():
             bench_main.parse_args(bad)
 
 
-def test_interleaved_round_robin_and_summary():
-    calls = []
-    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
-    samples = timing.interleaved(fns, CPU, repeats=3, warmup=1)
-    assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rotating order
-    assert all(len(v) == 3 for v in samples.values())
+def test_interleaved_rounds_and_summary():
+    def run():
+        calls = []
+        fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+        samples = timing.interleaved(fns, CPU, repeats=30, warmup=1)
+        return calls, samples
+
+    calls, samples = run()
+    rounds = ["".join(calls[i : i + 3]) for i in range(3, len(calls), 3)]
+    assert calls[:3] == list("abc") and len(rounds) == 30  # warm-up, then a round each
+    assert all(sorted(r) == list("abc") for r in rounds)  # each backend once a round
+    # Each backend runs after each of the others in some round (not in one
+    # fixed cyclic order), and the orders are the same from run to run.
+    assert {r[i - 1] + r[i] for r in rounds for i in (1, 2)} == {"ab", "ba", "ac", "ca", "bc", "cb"}
+    assert run()[0] == calls
+    assert all(len(v) == 30 for v in samples.values())
     assert timing.summarize([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, pytest.approx((4.0 - 2.0) / 3.0))
     # The ratio is taken round by round: a round that ran slow for both cancels.
     assert timing.median_ratio([2.0, 20.0, 4.0], [1.0, 10.0, 1.0]) == 2.0

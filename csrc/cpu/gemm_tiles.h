@@ -49,10 +49,11 @@ constexpr int kMaxTileRows = 8, kMaxAvx2TileRows = 6;
 
 // c[m][n] = start + sum_k a[m * lda + k] * panel(k, n) for m < rows and n in
 // the np panels starting at b, panel p at b + p * panel_stride, k-major with
-// kPanelWidth<T> columns per k, n < cols (the rest of a partly filled last
-// panel is neither read from c or init nor written). start is c itself when
-// accumulate, else init[n] (a bias row) when init is set, else zero. For
-// bfloat16, K is a multiple of 2.
+// kPanelWidth<T> columns per k (ldb apart, by default the panel's width), n <
+// cols (the rest of a partly filled last panel is neither read from c or init
+// nor written). start is c itself when accumulate, else init[n] (a bias row)
+// when init is set, else row_init[m] (a bias column; not for bfloat16) when
+// that is set, else zero. For bfloat16, K is a multiple of 2.
 template <typename T>
 struct Tile {
   int64_t K;
@@ -70,6 +71,8 @@ struct Tile {
   // read.
   const char* prefetch = nullptr;
   int64_t prefetch_lines = 0;
+  int64_t ldb = kPanelWidth<T> * kDepthGroup<T>;
+  const acc_t<T>* row_init = nullptr;
 };
 
 template <typename T>

@@ -30,6 +30,12 @@ void tile(const Tile<T>& t) {
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {  // the np panels are adjacent columns of c
       const acc_t<T>* start = t.accumulate ? t.c + m * t.ldc : t.init;
+      if constexpr (std::is_same_v<T, acc_t<T>>) {
+        if (start == nullptr && t.row_init != nullptr) {
+          acc[m][v] = A::broadcast(t.row_init + m);
+          continue;
+        }
+      }
       acc[m][v] = start == nullptr ? A::zero()
                   : whole          ? A::load(start + v * W)
                                    : load(start + v * W, v);
@@ -40,7 +46,7 @@ void tile(const Tile<T>& t) {
   const char* pf = t.prefetch;
   const char* const pf_end = pf + 64 * t.prefetch_lines;
   const int64_t pf_per = (t.prefetch_lines * G + t.K - 1) / std::max<int64_t>(1, t.K);
-  for (int64_t k = 0; k < t.K; k += G, b += PV * W * G, a += G) {
+  for (int64_t k = 0; k < t.K; k += G, b += t.ldb, a += G) {
     for (int64_t i = 0; i < pf_per && pf < pf_end; ++i, pf += 64) __builtin_prefetch(pf, 0, 2);
     typename A::B bv[NV];
 #pragma GCC unroll 8

@@ -84,6 +84,7 @@ struct ForwardBuffers {
 
 template <typename T>
 void forward_steps(const LayerForward& f) {
+  if (forward_unit_major<T>(f)) return;
   const StepRows& steps = *f.steps;
   const int64_t T_ = steps.T(), B = steps.B(), H = f.c.size(1), P = f.h.size(1);
   const bool proj = f.w_hr.defined();

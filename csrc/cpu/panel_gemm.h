@@ -123,6 +123,34 @@ class StepMatrix {
   std::optional<PanelMatrix<c10::BFloat16>> bf16_;  // float products in bfloat16
 };
 
+// c = w @ b (+ a bias column) with the weight as A, read in its own
+// row-major layout: nothing to pack. A short inference call whose batch
+// fills whole panels runs its products this way round
+// (lstm_forward_unit_major.cpp), on states and inputs kept unit-major
+// ((units, B), a sample's values B apart), so that it transposes its inputs
+// instead of packing its weights: on a Zen 5 one core ran w_hh (2048, 1024)
+// by h^T (1024, 32) at 263 GFLOP/s, against 229 for h @ w_hh^T on panels
+// packed once for ten steps and 134 for one.
+template <typename T>
+struct WeightRowsProduct {
+  int64_t M, K;     // rows of w multiplied, depth
+  const T* w;       // (M, K), row stride ldw
+  int64_t ldw;      //
+  const T* b;       // (K, N), row stride ldb
+  int64_t ldb, N;   // N a multiple of kPanelWidth<T>
+  T* c;             // (M, N), row stride ldc
+  int64_t ldc;      //
+  const T* bias;    // (M) added to every column of a row, or null
+  int64_t blocks;   // products against b + s * b_block into c + s * c_block for
+  int64_t b_block;  // s < blocks, each row block of w read once for all of
+  int64_t c_block;  // them (the input projections of several steps)
+};
+
+// On the calling thread; only for float or double where
+// panel_gemm_enabled.
+template <typename T>
+void multiply_weight_rows(const WeightRowsProduct<T>& p);
+
 // a^T @ b for a (K, M) and each b (K, N) of bs: the weight gradients over
 // all steps (dG^T @ x, dG^T @ h), a transposed once for all of them, each b
 // packed into panels. Falls back to at::mm where the panels do not run.

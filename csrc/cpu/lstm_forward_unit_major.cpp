@@ -22,13 +22,13 @@ namespace rnnkernels {
 namespace {
 
 // Bytes of pre-activations one pass of input projections writes: few
-// enough to stay in L2 for the gate pass (a pass of 16 steps, 4 MiB at B32
-// H512, made T500 inference 5% slower than on packed weights; one step, 256
-// KiB, 2% faster). But a w_ih too large to stay in L3 from one pass to the
-// next (a quarter of 32 MiB) comes from memory every pass: there passes of up
-// to 4 MiB (T10 B32 H1024, 16 MiB of w_ih: one step a pass ran 10% slower
-// than eight).
-constexpr int64_t kNearPassBytes = int64_t(256) << 10, kFarPassBytes = int64_t(4) << 20,
+// enough to stay in L2 for the gate pass (at T10-T35 B32 H512, one step a
+// pass, 256 KiB, ran 1-5% faster than passes of 1-16 MiB). But a w_ih too
+// large to stay in L3 from one pass to the next (a quarter of 32 MiB) comes
+// from memory every pass: there passes of up to 16 MiB (T10 and T35 at B32
+// H1024, 16 MiB of w_ih: one step a pass ran 15-16% slower than that, 4 MiB
+// passes 3-5%).
+constexpr int64_t kNearPassBytes = int64_t(256) << 10, kFarPassBytes = int64_t(16) << 20,
                   kFarWeightBytes = int64_t(8) << 20;
 
 // out[j * ldo + i] = a[i * lda + j] for i < rows, j < cols: 16 x 16 blocks

@@ -65,6 +65,7 @@ bool forward_unit_major(const LayerForward& f) {
   const StepRows& steps = *f.steps;
   const int64_t T_ = steps.T(), B = steps.B(), H = f.c.size(1), I = f.x.size(1);
   const at::ScalarType dtype = f.c.scalar_type();
+  const int64_t w_ih_bytes = f.w_ih.numel() * int64_t(sizeof(T));
   // A batch of one panel (16) runs its tiles on half the accumulators: the
   // packed loop is faster there. H a multiple of 16 keeps the gate pass in
   // whole vectors in both loops (the other loop's last units of a smaller
@@ -73,15 +74,17 @@ bool forward_unit_major(const LayerForward& f) {
       B % kPanelWidth<T> != 0 || H % 16 != 0 || !panel_gemm_enabled(dtype) ||
       BFloat16Products::active() || packed_weights_forced())
     return false;
-  // Its steps run a few percent slower than on packed weights (eight rows of
-  // two panels a tile at B32, where packed weights give eight rows of
-  // three); it wins by packing nothing, which pays where a call has fewer
-  // samples in all (T * B) than the weights have rows (4H): transposing the
-  // inputs and outputs then costs less than packing the weights. Measured on
-  // a Zen 5, its time over the other loop's, inference: T10 B32 H512
-  // 0.92-0.97, T10 B64 H512 0.94-0.99, T10 B32 H1024 0.90-0.94, T35 B32 H512
-  // 0.94-1.00, T35 B64 H1024 0.97-1.03; beyond, T100 B32 H512 1.01-1.03.
-  if (T_ * B > 4 * H) return false;
+  // It wins by packing nothing, which pays where a call has fewer samples in
+  // all (T * B) than the weights have rows (4H): transposing the inputs and
+  // outputs then costs less than packing the weights. Beyond, its steps run
+  // as fast as on packed weights, or a little slower (eight rows of two
+  // panels a tile at B32, where packed weights give eight rows of three),
+  // unless w_ih is too large for L3 (kFarWeightBytes), where its long passes
+  // of input projections read it less often. Measured on a Zen 5, its time
+  // over the other loop's, inference: T10 B32 H512 0.92-0.97, T10 B64 H512
+  // 0.94-0.99, T35 B32 H512 0.94-1.00; beyond, T100 B32 H512 0.99-1.02, T100
+  // B64 H512 0.98-1.00, T100 B32 H1024 0.96, T100 B64 H1024 0.97.
+  if (T_ * B > 4 * H && w_ih_bytes <= kFarWeightBytes) return false;
   for (const at::Tensor& t : {f.x, f.y, f.w_ih, f.w_hh})
     if (t.scalar_type() != dtype) return false;
   for (int64_t t = 0; t < T_; ++t)
@@ -98,8 +101,7 @@ bool forward_unit_major(const LayerForward& f) {
   RECORD_FUNCTION("rnnkernels::forward_unit_major", {});  // which loop ran, for the profiler
   const at::Tensor x = f.x.contiguous(), w_ih = f.w_ih.contiguous(), w_hh = f.w_hh.contiguous();
   const at::Tensor bias = f.bias.defined() ? f.bias.contiguous() : at::Tensor();
-  const int64_t pass_bytes =
-      w_ih.numel() * int64_t(sizeof(T)) > kFarWeightBytes ? kFarPassBytes : kNearPassBytes;
+  const int64_t pass_bytes = w_ih_bytes > kFarWeightBytes ? kFarPassBytes : kNearPassBytes;
   const int64_t chunk = std::clamp<int64_t>(pass_bytes / (4 * H * B * int64_t(sizeof(T))), 1, T_);
   // Unit-major: the pre-activations of a pass of steps (chunk, 4H, B), their
   // inputs (chunk, I, B) in two buffers (the threads transpose the next

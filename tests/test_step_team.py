@@ -166,34 +166,42 @@ def ran_unit_major(fn):
     return out, any(e.name == "rnnkernels::forward_unit_major" for e in prof.events())
 
 
-# Inference whose batch fills at least two whole panels (32 floats, 16 doubles)
+# A call whose batch fills at least two whole panels (32 floats, 16 doubles)
 # and has fewer samples in all (T * B) than the weights have rows (4H) runs its
-# products with the weights as A, unit-major (lstm_forward_unit_major.cpp):
-# the reference's values, and the same bits as the loop on packed weights
-# (RNNKERNELS_CPU_WEIGHTS=packed), as a training forward and as one thread. 20
+# forward products with the weights as A, unit-major
+# (lstm_forward_unit_major.cpp): the reference's values, and the same bits as
+# the loop on packed weights (RNNKERNELS_CPU_WEIGHTS=packed) and as one thread,
+# in inference and in a training step (outputs and every gradient). 20
 # samples, a packed batch, or more steps take the loop on packed weights.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "config", [dict(), dict(num_layers=2, bidirectional=True, reset=True)], ids=["plain", "bidir-reset"]
 )
-def test_unit_major_inference_gives_the_bits_of_packed_weights(config, dtype, monkeypatch):
+def test_the_unit_major_forward_gives_the_bits_of_packed_weights(config, dtype, monkeypatch):
     monkeypatch.setenv("RNNKERNELS_CPU_SPLIT", "units")  # H64 alone would split by samples
     monkeypatch.setenv("RNNKERNELS_CPU_DIRECTIONS", "apart")
     sizes = Sizes(7, 32, 20, 64)
+
+    def train():
+        return config_outputs_and_grads(config, dtype, sizes, reset_p=0.2)
+
     got, ran = ran_unit_major(lambda: infer(config, dtype, "fused", 2, sizes))
     assert ran
     want = infer(config, dtype, "reference", 1, sizes)
     for i, (u, v) in enumerate(zip(got, want)):
         torch.testing.assert_close(u, v, msg=lambda m: f"item {i}: {m}")
-    m, x, lengths, kw = make_config(config, dtype, sizes, reset_p=0.2)
-    trained = forward_config(m, x.requires_grad_(), lengths, kw)
+    trained, ran = ran_unit_major(train)
+    assert ran
     one = infer(config, dtype, "fused", 1, sizes)
     monkeypatch.setenv("RNNKERNELS_CPU_WEIGHTS", "packed")
     packed, ran = ran_unit_major(lambda: infer(config, dtype, "fused", 2, sizes))
     assert not ran
-    for other in (trained, one, packed):
+    trained_packed = train()
+    for other in (trained[:3], one, packed):
         for i, (u, v) in enumerate(zip(got, other)):
             assert torch.equal(u, v), f"item {i}: max abs diff {(u - v).abs().max().item():.3g}"
+    for i, (u, v) in enumerate(zip(trained, trained_packed)):
+        assert torch.equal(u, v), f"item {i}: max abs diff {(u - v).abs().max().item():.3g}"
     monkeypatch.delenv("RNNKERNELS_CPU_WEIGHTS")
     assert not ran_unit_major(lambda: infer(config, dtype, "fused", 2, Sizes(7, 20, 20, 64)))[1]
     assert not ran_unit_major(lambda: infer(dict(config, packed=True), dtype, "fused", 2, sizes))[1]

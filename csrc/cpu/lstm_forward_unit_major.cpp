@@ -1,10 +1,11 @@
-// The CPU forward time loop of an inference call whose batch fills whole
-// panels, run the other way round: every product is weight @ state^T, the
-// weight read as it lies (multiply_weight_rows), and the pre-activations,
-// states and inputs are unit-major, (units, B). Nothing of the weights is
-// packed; the inputs are transposed instead, B * I values a step against 4H
-// * (I + H) of weights. Each value is the same sum in the same order as in
-// the loop of lstm_forward_cpu.cpp, so the outputs are the same bits.
+// A CPU forward time loop whose batch fills whole panels, run the other way
+// round: every product is weight @ state^T, the weight read as it lies
+// (multiply_weight_rows), and the pre-activations, states and inputs are
+// unit-major, (units, B). Nothing of the weights is packed; the inputs and
+// outputs (and a training forward's saved gates) are transposed instead,
+// about B * (I + 6H) values a step against 4H * (I + H) of weights once. Each
+// value is the same sum in the same order as in the loop of
+// lstm_forward_cpu.cpp, so the outputs are the same bits.
 #include <ATen/record_function.h>
 
 #include <algorithm>
@@ -70,22 +71,26 @@ bool forward_unit_major(const LayerForward& f) {
   // packed loop is faster there. H a multiple of 16 keeps the gate pass in
   // whole vectors in both loops (the other loop's last units of a smaller
   // remainder run in scalar code, which rounds differently).
-  if (T_ == 0 || f.gates.defined() || f.w_hr.defined() || B < 2 * kPanelWidth<T> ||
-      B % kPanelWidth<T> != 0 || H % 16 != 0 || !panel_gemm_enabled(dtype) ||
-      BFloat16Products::active() || packed_weights_forced())
+  const bool save = f.gates.defined();  // a training forward
+  if (T_ == 0 || f.w_hr.defined() || B < 2 * kPanelWidth<T> || B % kPanelWidth<T> != 0 ||
+      H % 16 != 0 || !panel_gemm_enabled(dtype) || BFloat16Products::active() ||
+      packed_weights_forced())
     return false;
   // It wins by packing nothing, which pays where a call has fewer samples in
   // all (T * B) than the weights have rows (4H): transposing the inputs and
-  // outputs then costs less than packing the weights. Beyond, its steps run
-  // as fast as on packed weights, or a little slower (eight rows of two
-  // panels a tile at B32, where packed weights give eight rows of three),
-  // unless w_ih is too large for L3 (kFarWeightBytes), where its long passes
-  // of input projections read it less often. Measured on a Zen 5, its time
-  // over the other loop's, inference: T10 B32 H512 0.92-0.97, T10 B64 H512
-  // 0.94-0.99, T35 B32 H512 0.94-1.00; beyond, T100 B32 H512 0.99-1.02, T100
-  // B64 H512 0.98-1.00, T100 B32 H1024 0.96, T100 B64 H1024 0.97.
-  if (T_ * B > 4 * H && w_ih_bytes <= kFarWeightBytes) return false;
-  for (const at::Tensor& t : {f.x, f.y, f.w_ih, f.w_hh})
+  // outputs (and a training forward's saved gates) then costs less than
+  // packing the weights. Beyond, its inference steps run as fast as on
+  // packed weights, or a little slower (eight rows of two panels a tile at
+  // B32, where packed weights give eight rows of three), unless w_ih is too
+  // large for L3 (kFarWeightBytes), where its long passes of input
+  // projections read it less often. Measured on a Zen 5, its time over the
+  // other loop's, inference: T10 B32 H512 0.92-0.97, T10 B64 H512 0.94-0.99,
+  // T35 B32 H512 0.94-1.00; beyond, T100 B32 H512 0.99-1.02, T100 B64 H512
+  // 0.98-1.00, T100 B32 H1024 0.96, T100 B64 H1024 0.97. A training step:
+  // T10 B32 H512 0.955, H1024 0.963, T10 B64 H512 0.99, T35 B32 H1024 0.98;
+  // beyond, T100 B32 H1024 1.03.
+  if (T_ * B > 4 * H && (save || w_ih_bytes <= kFarWeightBytes)) return false;
+  for (const at::Tensor& t : {f.x, f.y, f.w_ih, f.w_hh, save ? f.gates : f.x, save ? f.cells : f.x})
     if (t.scalar_type() != dtype) return false;
   for (int64_t t = 0; t < T_; ++t)
     if (steps.batch(t) != B) return false;  // packed sequences of unequal lengths
@@ -122,6 +127,8 @@ bool forward_unit_major(const LayerForward& f) {
   const T* const wh = w_hh.const_data_ptr<T>();
   const T* const b_all = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
   T* const y = f.y.data_ptr<T>();
+  T* const gates = save ? f.gates.data_ptr<T>() : nullptr;
+  T* const cells = save ? f.cells.data_ptr<T>() : nullptr;
   const int64_t ldy = f.y.stride(0);
   transpose(f.h.const_data_ptr<T>(), H, B, H, hbuf[0], B);
   transpose(f.c.const_data_ptr<T>(), H, B, H, c, B);
@@ -175,10 +182,19 @@ bool forward_unit_major(const LayerForward& f) {
       T* h_next = hbuf[(k + 1) % 2];
       gate_rows(wh, H, h_cur, 1, 0, r_all, 0, nullptr);
       if (units > 0) {
-        const ForwardRow<T> w{
-            g_all + (k % chunk) * 4 * H * B, r_all, c, h_next, nullptr, nullptr, nullptr};
+        T* const g = g_all + (k % chunk) * 4 * H * B;
+        // Saving, the gate pass overwrites the pre-activations with the
+        // gates, which go out in rows as the backward reads them, with the
+        // new cell state.
+        const ForwardRow<T> w{g, r_all, c, h_next, nullptr, save ? g : nullptr, save ? c : nullptr};
         forward_row(w, u0 * B, u1 * B, H * B);
-        transpose(h_next + u0 * B, B, units, B, y + steps.offset(t) * ldy + u0, ldy);
+        const int64_t row = steps.offset(t);
+        transpose(h_next + u0 * B, B, units, B, y + row * ldy + u0, ldy);
+        if (save) {
+          for (int64_t q = 0; q < 4; ++q)
+            transpose(g + (q * H + u0) * B, B, units, B, gates + row * 4 * H + q * H + u0, 4 * H);
+          transpose(c + u0 * B, B, units, B, cells + row * H + u0, H);
+        }
         zero_resets(t_next, c, u0, u1);
         zero_resets(t_next, h_next, u0, u1);
       }

@@ -207,7 +207,8 @@ def overhead(args):
 def ways(args):
     """Inference and a training step under each way the CPU time loops can share
     the threads (RNNKERNELS_CPU_SPLIT, and for two directions
-    RNNKERNELS_CPU_DIRECTIONS), beside the way the kernels pick."""
+    RNNKERNELS_CPU_DIRECTIONS) and on packed weights where the forward may run
+    unit-major (RNNKERNELS_CPU_WEIGHTS), beside the way the kernels pick."""
     T, B, I, H = args.config
     torch.manual_seed(0)
     m = rnnkernels.LSTM(I, H, args.layers, bidirectional=args.bidirectional, proj_size=args.proj)
@@ -216,6 +217,7 @@ def ways(args):
         "picked": {},
         "by units": {"RNNKERNELS_CPU_SPLIT": "units"},
         "by samples": {"RNNKERNELS_CPU_SPLIT": "samples"},
+        "packed weights": {"RNNKERNELS_CPU_WEIGHTS": "packed"},
     }
     if args.bidirectional:
         shares["directions together"] = {"RNNKERNELS_CPU_DIRECTIONS": "together"}

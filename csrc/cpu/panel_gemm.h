@@ -124,8 +124,8 @@ class StepMatrix {
 };
 
 // c = w @ b (+ a bias column) with the weight as A, read in its own
-// row-major layout: nothing to pack. A short inference call whose batch
-// fills whole panels runs its products this way round
+// row-major layout: nothing to pack. A short call whose batch fills whole
+// panels runs its forward products this way round
 // (lstm_forward_unit_major.cpp), on states and inputs kept unit-major
 // ((units, B), a sample's values B apart), so that it transposes its inputs
 // instead of packing its weights: on a Zen 5 one core ran w_hh (2048, 1024)

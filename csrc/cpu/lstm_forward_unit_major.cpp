@@ -67,11 +67,11 @@ bool forward_unit_major(const LayerForward& f) {
   const int64_t T_ = steps.T(), B = steps.B(), H = f.c.size(1), I = f.x.size(1);
   const at::ScalarType dtype = f.c.scalar_type();
   const int64_t w_ih_bytes = f.w_ih.numel() * int64_t(sizeof(T));
+  const bool save = f.gates.defined();  // a training forward
   // A batch of one panel (16) runs its tiles on half the accumulators: the
   // packed loop is faster there. H a multiple of 16 keeps the gate pass in
   // whole vectors in both loops (the other loop's last units of a smaller
   // remainder run in scalar code, which rounds differently).
-  const bool save = f.gates.defined();  // a training forward
   if (T_ == 0 || f.w_hr.defined() || B < 2 * kPanelWidth<T> || B % kPanelWidth<T> != 0 ||
       H % 16 != 0 || !panel_gemm_enabled(dtype) || BFloat16Products::active() ||
       packed_weights_forced())
@@ -162,10 +162,11 @@ bool forward_unit_major(const LayerForward& f) {
                                  c_block});
       }
     };
-    // This thread's share of the inputs of the pass of steps from loop step
-    // k, into the buffer of that pass.
+    // The inputs of the pass of steps from loop step k: one of two buffers.
+    auto pass_inputs = [&](int64_t k) { return xt + (k / chunk) % 2 * chunk * I * B; };
+    // This thread's share of them, transposed into that buffer.
     auto transpose_inputs = [&](int64_t k) {
-      T* const out = xt + (k / chunk) % 2 * chunk * I * B;
+      T* const out = pass_inputs(k);
       for (int64_t s = 0; s < std::min(chunk, T_ - k); ++s)
         transpose(x_rows + steps.offset(time_of(k + s)) * I + i0, I, B, i1 - i0,
                   out + s * I * B + i0 * B, B);
@@ -175,8 +176,7 @@ bool forward_unit_major(const LayerForward& f) {
     for (int64_t k = 0; k < T_; ++k) {
       const int64_t t = time_of(k), t_next = f.reverse ? t - 1 : t + 1;
       if (k % chunk == 0) {  // a pass of input projections, each row block of w_ih read once
-        gate_rows(wi, I, xt + (k / chunk) % 2 * chunk * I * B, std::min(chunk, T_ - k), I * B,
-                  g_all, 4 * H * B, b_all);
+        gate_rows(wi, I, pass_inputs(k), std::min(chunk, T_ - k), I * B, g_all, 4 * H * B, b_all);
       }
       const T* h_cur = hbuf[k % 2];
       T* h_next = hbuf[(k + 1) % 2];

@@ -61,10 +61,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
   at::Tensor output;
   for (const auto layer : c10::irange(d.L)) {
     // The last layer's output is the user's, in the input's dtype (a kept
-    // bfloat16 input's kernels round it as they write it); the others are
-    // the op's own.
-    at::Tensor out = layer + 1 == d.L ? at::empty({d.rows, d.D * d.P}, a.input.options())
-                                      : kernels.empty({d.rows, d.D * d.P}, opts);
+    // bfloat16 input's kernels round it as they write it).
+    at::Tensor out =
+        kernels.empty({d.rows, d.D * d.P}, layer + 1 == d.L ? a.input.options() : opts);
     at::Tensor cells = save ? kernels.empty({d.D, d.rows, d.H}, acc_opts) : at::Tensor();
     std::vector<at::Tensor> gates;
     std::vector<LayerForward> dirs;

@@ -591,7 +591,7 @@ std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs) {
       transpose_rows(ac.const_data_ptr<float>(), K, M, rows.mutable_data_ptr<c10::BFloat16>(), K2);
     }
     for (const at::Tensor& b : bs) {
-      outs.push_back(at::empty({M, b.size(1)}, a.options().dtype(at::kFloat)));
+      outs.push_back(workspace_empty({M, b.size(1)}, a.options().dtype(at::kFloat)));
       bf16_panels(b, false).multiply(M, rows.const_data_ptr<c10::BFloat16>(), K2,
                                      outs.back().mutable_data_ptr<float>(), b.size(1));
     }
@@ -602,7 +602,7 @@ std::vector<at::Tensor> gemm_tn(const at::Tensor& a, at::TensorList bs) {
     transpose_rows(ac.const_data_ptr<scalar_t>(), K, M, rows.mutable_data_ptr<scalar_t>(), K);
     for (const at::Tensor& b : bs) {
       const int64_t N = b.size(1);
-      outs.push_back(at::empty({M, N}, a.options()));
+      outs.push_back(workspace_empty({M, N}, a.options()));
       const PanelMatrix<scalar_t> panels(b.const_data_ptr<scalar_t>(), K, N, b.stride(0),
                                          b.stride(1));
       panels.multiply(M, rows.const_data_ptr<scalar_t>(), K,

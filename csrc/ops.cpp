@@ -6,6 +6,7 @@
 #include <torch/version.h>
 
 #include "cpu/panel_gemm.h"
+#include "cpu/workspace.h"
 #include "lstm_args.h"
 
 #ifndef RNNKERNELS_VERSION
@@ -35,6 +36,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "step_matmul", &rnnkernels::step_matmul,
       "a @ b with the per-step GEMM of the CPU kernels, computed `repeats` times from one packing",
       pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("repeats") = 1);
+  m.def(
+      "workspace_stats",
+      [] {
+        const rnnkernels::WorkspaceStats s = rnnkernels::workspace_stats();
+        return std::make_tuple(s.in_use, s.cached, s.evictions);
+      },
+      "(bytes held by tensors, bytes kept for later calls, blocks evicted) of the CPU buffer pool");
   m.def("panel_gemm_enabled", &rnnkernels::panel_gemm_enabled,
         "whether the packed-panel GEMM runs for this dtype here");
 }

@@ -15,4 +15,11 @@ namespace rnnkernels {
 // when the last of them is freed, so the op may hand them to its caller.
 at::Tensor workspace_empty(at::IntArrayRef shape, const at::TensorOptions& options);
 
+// Bytes of the pool's blocks held by tensors and kept for later calls, and
+// how many blocks it gave back to malloc above its cap: what tests check.
+struct WorkspaceStats {
+  int64_t in_use, cached, evictions;
+};
+WorkspaceStats workspace_stats();
+
 }  // namespace rnnkernels

@@ -139,6 +139,7 @@ class PoolAllocator final : public c10::Allocator {
   // torch.profiler's memory events (bench's peak column) count the pool's
   // tensors as they count the CPU allocator's.
   static void report(void* data, int64_t bytes) {
+    if (!c10::memoryProfilingEnabled()) return;
     const WorkspaceStats s = Pool::get().stats();
     c10::reportMemoryUsageToProfiler(data, bytes, s.in_use, s.in_use + s.cached,
                                      c10::Device(c10::DeviceType::CPU));

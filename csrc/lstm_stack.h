@@ -65,7 +65,7 @@ struct LayerKernels {
   void (*backward)(at::ArrayRef<LayerBackward>);
   // The backend's best GEMMs over all steps: x @ w^T (dx) and a^T @ b for
   // each b (the weight gradients, which share a = dG), and its buffers for
-  // the activations.
+  // the activations and the output (on the CPU, recycled across calls).
   at::Tensor (*linear)(const at::Tensor& x, const at::Tensor& w);
   std::vector<at::Tensor> (*weight_grad)(const at::Tensor& a, at::TensorList bs);
   at::Tensor (*empty)(at::IntArrayRef shape, const at::TensorOptions& options);

@@ -30,10 +30,13 @@ class Pool {
     const long long mb = env != nullptr ? std::strtoll(env, nullptr, 10) : 1024;
     cap_ = static_cast<size_t>(std::max(0LL, mb)) << 20;
     // A child forked while another thread held the lock would wait forever.
-    pthread_atfork([] { pool().mutex_.lock(); }, [] { pool().mutex_.unlock(); },
-                   [] { pool().mutex_.unlock(); });
+    pthread_atfork([] { get().mutex_.lock(); }, [] { get().mutex_.unlock(); },
+                   [] { get().mutex_.unlock(); });
   }
-  static Pool& get() { return pool(); }
+  static Pool& get() {
+    static Pool* p = new Pool();  // never destroyed: tensors may outlive static teardown
+    return *p;
+  }
   size_t cap() const { return cap_; }
 
   // A block of at least n bytes and at most a quarter more (a result the
@@ -97,11 +100,6 @@ class Pool {
   }
 
  private:
-  static Pool& pool() {
-    static Pool* p = new Pool();  // never destroyed: tensors may outlive static teardown
-    return *p;
-  }
-
   using Blocks = std::list<std::pair<size_t, void*>>;
   std::mutex mutex_;
   Blocks by_age_;  // (bytes, block), freed longest ago first

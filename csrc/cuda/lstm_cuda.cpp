@@ -67,11 +67,17 @@ std::optional<k::PersistentPlan> persistent_plan(k::DType dt, int64_t B, int64_t
 }
 
 // Whether a persistent launch ran; a launch that failed in "auto" mode
-// leaves the work to the per-step path.
-bool launched(cudaError_t err, PersistentMode mode) {
+// leaves the work to the per-step path, unless the failure invalidated a
+// CUDA graph capture, which the per-step path could not join.
+bool launched(cudaError_t err, PersistentMode mode, cudaStream_t stream) {
   if (err == cudaSuccess) return true;
   if (mode == PersistentMode::kForce) C10_CUDA_CHECK(err);
   (void)cudaGetLastError();  // clear it: the per-step path runs instead
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  TORCH_CHECK(capture != cudaStreamCaptureStatusInvalidated,
+              "rnnkernels.lstm: the persistent kernel's launch failed (", cudaGetErrorString(err),
+              ") and invalidated the CUDA graph capture; capture with RNNKERNELS_PERSISTENT=0");
   return false;
 }
 
@@ -127,7 +133,7 @@ bool persistent_forward(const LayerForward& f, const at::Tensor& G, k::DType dt,
                                    f.y.data_ptr(),
                                    f.y.stride(0),
                                    ptr(f.cells)};
-  return launched(k::persistent_forward(dt, a, *plan, stream), mode);
+  return launched(k::persistent_forward(dt, a, *plan, stream), mode, stream);
 }
 
 void forward_steps(const LayerForward& f, const at::Tensor& G, k::DType dt, cudaStream_t stream) {
@@ -147,7 +153,6 @@ void forward_steps(const LayerForward& f, const at::Tensor& G, k::DType dt, cuda
                                R.data_ptr(),
                                f.c.data_ptr(),
                                proj ? r.data_ptr() : f.h.data_ptr(),
-                               proj ? H : P,
                                proj ? nullptr : f.y.data_ptr(),
                                f.y.stride(0),
                                ptr(f.cells)};
@@ -187,7 +192,7 @@ bool persistent_backward(const LayerBackward& b, k::DType dt, cudaStream_t strea
                                     b.dc.data_ptr(),
                                     b.dG.data_ptr(),
                                     b.h_prev.data_ptr()};
-  return launched(k::persistent_backward(dt, a, *plan, stream), mode);
+  return launched(k::persistent_backward(dt, a, *plan, stream), mode, stream);
 }
 
 void backward_steps(const LayerBackward& lb, k::DType dt, cudaStream_t stream) {

@@ -30,7 +30,7 @@ __global__ void forward_gates_kernel(ForwardGateArgs a) {
     const CellForward<A> out = cell_forward<A>(pre[0], pre[1], pre[2], pre[3], c_prev);
     c[b * H + j] = out.c;
     const T h_new = from_acc<T>(out.h);
-    h[b * a.ldh + j] = h_new;
+    h[b * H + j] = h_new;
     if (y != nullptr) y[row * a.ldy + j] = h_new;
     if (cells != nullptr) {
       // Each thread read its four pre-activations above: the gates can

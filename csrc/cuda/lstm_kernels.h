@@ -43,9 +43,8 @@ struct ForwardGateArgs {
   void* G;        // (rows, 4H): pre-activations in; the gates out with cells
   const void* R;  // (B, 4H) accumulation type: h @ w_hh^T
   void* c;        // (B, H) accumulation type, in/out
-  void* h;        // (B, ldh): new h, or r before a projection
-  int64_t ldh;
-  void* y;  // (rows, ldy): outputs, or null with a projection
+  void* h;        // (B, H): new h, or r before a projection
+  void* y;        // (rows, ldy): outputs, or null with a projection
   int64_t ldy;
   void* cells;  // (rows, H) accumulation type, or null: nothing is saved
 };

@@ -18,6 +18,7 @@
 
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -218,30 +219,17 @@ const void* kernel_for(bool backward) {
                   : reinterpret_cast<const void*>(&forward_kernel<T, MB>);
 }
 
-template <typename T>
-const void* kernel_for(int max_batch, bool backward) {
-  switch (max_batch) {
-    case 4:
-      return kernel_for<T, 4>(backward);
-    case 8:
-      return kernel_for<T, 8>(backward);
-    default:
-      return kernel_for<T, 16>(backward);
-  }
-}
-
+// The kernel instantiated for dt and the plan's batch bound, or null.
 const void* kernel_for(DType dt, int max_batch, bool backward) {
-  switch (dt) {
-    case DType::kFloat:
-      return kernel_for<float>(max_batch, backward);
-    case DType::kDouble:
-      return kernel_for<double>(max_batch, backward);
-    case DType::kHalf:
-      return kernel_for<__half>(max_batch, backward);
-    case DType::kBFloat16:
-      return kernel_for<__nv_bfloat16>(max_batch, backward);
-  }
-  return nullptr;
+  const void* fn = nullptr;
+  dispatch(dt, [&](auto tag) {
+    using T = decltype(tag);
+    fn = max_batch == 4   ? kernel_for<T, 4>(backward)
+         : max_batch == 8 ? kernel_for<T, 8>(backward)
+                          : kernel_for<T, 16>(backward);
+    return cudaSuccess;
+  });
+  return fn;
 }
 
 size_t element_size(DType dt) { return dt == DType::kDouble ? 8 : dt == DType::kFloat ? 4 : 2; }
@@ -314,6 +302,26 @@ KernelFacts kernel_facts(int dev, const void* fn, const DeviceFacts& d) {
   return k;
 }
 
+// Blocks of fn with smem bytes of dynamic shared memory that one SM of
+// the current device holds at once, or -1 where the runtime cannot say:
+// asked once per device, kernel and size, not every call.
+int resident_blocks(int dev, const void* fn, size_t smem) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, const void*, size_t>, int> known;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_tuple(dev, fn, smem);
+  auto it = known.find(key);
+  if (it != known.end()) return it->second;
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kBlockThreads, smem) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    per_sm = -1;
+  }
+  known.emplace(key, per_sm);
+  return per_sm;
+}
+
 cudaError_t launch(const void* fn, void* args, const PersistentPlan& plan, cudaStream_t stream) {
   int units = plan.units;
   void* params[] = {args, &units};
@@ -357,12 +365,8 @@ PersistentPlan persistent_plan(DType dt, int64_t B, int64_t H, bool proj, bool b
   if (!k.ok) return no_fit("kernel attribute query failed");
   if (p.smem + k.static_smem > static_cast<size_t>(d.smem_optin))
     return no_fit("the w_hh slice of one block does not fit in shared memory");
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kBlockThreads, p.smem) !=
-      cudaSuccess) {
-    cudaGetLastError();
-    return no_fit("occupancy query failed");
-  }
+  const int per_sm = resident_blocks(dev, fn, p.smem);
+  if (per_sm < 0) return no_fit("occupancy query failed");
   if (static_cast<int64_t>(per_sm) * d.sms < p.blocks)
     return no_fit("not all blocks can be resident at once");
   p.fits = true;

@@ -16,6 +16,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "../lstm_math.h"
 #include "../lstm_stack.h"
@@ -73,11 +74,18 @@ bool launched(cudaError_t err, PersistentMode mode, cudaStream_t stream) {
   if (err == cudaSuccess) return true;
   if (mode == PersistentMode::kForce) C10_CUDA_CHECK(err);
   (void)cudaGetLastError();  // clear it: the per-step path runs instead
+  // The query fails on the legacy default stream while another stream
+  // captures; the per-step path could not run there either.
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  TORCH_CHECK(capture != cudaStreamCaptureStatusInvalidated,
+  const cudaError_t query = cudaStreamIsCapturing(stream, &capture);
+  if (query != cudaSuccess) (void)cudaGetLastError();
+  TORCH_CHECK(query == cudaSuccess && capture != cudaStreamCaptureStatusInvalidated,
               "rnnkernels.lstm: the persistent kernel's launch failed (", cudaGetErrorString(err),
-              ") and invalidated the CUDA graph capture; capture with RNNKERNELS_PERSISTENT=0");
+              ") and ",
+              query == cudaSuccess ? std::string("invalidated the CUDA graph capture")
+                                   : std::string("the stream's capture state cannot be read (") +
+                                         cudaGetErrorString(query) + ")",
+              "; capture with RNNKERNELS_PERSISTENT=0");
   return false;
 }
 

@@ -222,7 +222,7 @@ const void* kernel_for(bool backward) {
 // The kernel instantiated for dt and the plan's batch bound, or null.
 const void* kernel_for(DType dt, int max_batch, bool backward) {
   const void* fn = nullptr;
-  dispatch(dt, [&](auto tag) {
+  (void)dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     fn = max_batch == 4   ? kernel_for<T, 4>(backward)
          : max_batch == 8 ? kernel_for<T, 8>(backward)

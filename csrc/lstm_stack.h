@@ -42,7 +42,7 @@ struct LayerBackward {
   at::Tensor gates, cells;  // saved, (rows, 4H) and (rows, H) contiguous
   at::Tensor y;             // the forward's outputs (rows, P), rows strided
   at::Tensor h0, c0;        // (B, P), (B, H) contiguous initial state
-  at::Tensor grad_y;        // (rows, P) rows strided, or undefined
+  at::Tensor grad_y;        // (rows, P), rows strided (0: one row for all), or undefined
   at::Tensor w_hh, w_hr;
   at::Tensor dh, dc;         // (B, P), (B, H) contiguous: gradients of the
                              // final state in, of the initial state out

@@ -125,6 +125,21 @@ def test_float32_matches_reference():
     compare_with_reference(a, dict(rtol=1e-4, atol=1e-5))
 
 
+@pytest.mark.parametrize("case", ["stack", "proj", "packed"])
+def test_expanded_output_gradient_is_read_as_dense(case):
+    """The gradient of y.sum() is one value that autograd expands to every
+    row; the backward reads it without copying it out. Same bits as the same
+    values given dense."""
+    a = op_args(**CASES[case], dtype=torch.float32)
+    y = OP(**a)[0]
+    g = torch.full((), 0.7).expand(y.shape)
+    assert g.stride() == (0,) * y.dim()
+    expanded = torch.autograd.grad(y, leaves(a), g, retain_graph=True)
+    dense = torch.autograd.grad(y, leaves(a), g.contiguous())
+    for u, v in zip(expanded, dense):
+        assert torch.equal(u, v)
+
+
 @pytest.mark.parametrize("split", ["units", "samples"])
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("H", [32, 37])

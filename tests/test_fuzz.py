@@ -1,6 +1,8 @@
 """Property-based differential tests: the fused backend against nn.LSTM (copied
 weights), against the reference backend, and, for windows, against nn.LSTM run
-chunk by chunk with the state detached in between.
+chunk by chunk with the state detached in between. Most examples are tiny;
+one test draws sizes where the CPU kernels' fast paths engage, on one or two
+threads.
 
 Every example draws sizes and flags and the memory layout of each tensor the
 way real code produces them: permuted storage, strided slices, storage
@@ -23,7 +25,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkernels
-from conftest import ChunkedLSTM, assert_close_all, grads, requires_extension
+from conftest import ChunkedLSTM, assert_close_all, grads, num_threads, requires_extension
 
 pytestmark = requires_extension
 
@@ -96,6 +98,7 @@ class Case:
     weight_layouts: dict | None  # parameter name -> layout; None: the module's own parameters
     dtype: torch.dtype
     seed: int
+    threads: int = 1
     tensors: dict = field(default_factory=dict)
 
     @property
@@ -112,18 +115,36 @@ class Case:
 
 
 @st.composite
-def cases(draw, *, packed=True, window=True, reset=True, unbatched=True, bidirectional=True, dtypes=(torch.float64,)):
-    H = draw(st.integers(1, 6))
+def cases(
+    draw,
+    *,
+    packed=True,
+    window=True,
+    reset=True,
+    unbatched=True,
+    bidirectional=True,
+    dtypes=(torch.float64,),
+    kernel_sizes=False,
+):
+    """kernel_sizes: sizes where the CPU kernels' fast paths engage (panel
+    tiles, the unit-major forward from 32 samples, whole vectors of units,
+    two threads splitting units or samples) and their edges, not tiny ones."""
+    if kernel_sizes:
+        H = draw(st.sampled_from([16, 48, 64, 128, 17]))
+        I = draw(st.sampled_from([1, 5, 16, 48]))
+        T, B = draw(st.integers(1, 10)), draw(st.sampled_from([1, 7, 16, 17, 32, 32, 64]))
+    else:
+        H, I, T, B = draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.integers(1, 7)), draw(st.integers(1, 4))
     c = Case(
-        I=draw(st.integers(1, 6)),
+        I=I,
         H=H,
-        proj=draw(st.sampled_from([0, 0] + list(range(1, H)))),
-        layers=draw(st.integers(1, 3)),
+        proj=draw(st.sampled_from([0, 0, 0, H // 2] if kernel_sizes else [0, 0] + list(range(1, H)))),
+        layers=draw(st.integers(1, 2 if kernel_sizes else 3)),
         bidirectional=draw(st.booleans()) if bidirectional else False,
         batch_first=draw(st.booleans()),
         bias=draw(st.booleans()),
-        T=draw(st.integers(1, 7)),
-        B=draw(st.integers(1, 4)),
+        T=T,
+        B=B,
         unbatched=False,
         with_hx=draw(st.booleans()),
         lengths=None,
@@ -137,6 +158,7 @@ def cases(draw, *, packed=True, window=True, reset=True, unbatched=True, bidirec
         weight_layouts=None,
         dtype=draw(st.sampled_from(dtypes)),
         seed=draw(st.integers(0, 2**31 - 1)),
+        threads=draw(st.sampled_from([1, 2])) if kernel_sizes else 1,
     )
     mode = draw(st.sampled_from(["plain"] + (["packed"] if packed else []) + (["unbatched"] if unbatched else [])))
     if mode == "packed":
@@ -275,6 +297,18 @@ def test_fused_matches_reference(c):
         out_n, _ = run(fused, c, t, grad=False)
     for a, b in zip(out_n, out_f):
         assert torch.equal(a, b)
+
+
+@FUZZ
+@given(cases(kernel_sizes=True, unbatched=False, dtypes=(torch.float64, torch.float32)))
+def test_fused_matches_reference_at_kernel_sizes(c):
+    fused, ref = modules(c, "reference")
+    t = build_tensors(c)
+    with num_threads(c.threads):
+        out_f, g_f = run(fused, c, t)
+    out_r, g_r = run(ref, c, t)
+    assert_close_all(out_f, out_r, **tolerance(c))
+    assert_close_all(g_f, g_r, **tolerance(c))
 
 
 @FUZZ

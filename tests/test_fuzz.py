@@ -15,7 +15,7 @@ locally with `pytest tests/test_fuzz.py --hypothesis-profile=long`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -302,13 +302,31 @@ def test_fused_matches_reference(c):
 @FUZZ
 @given(cases(kernel_sizes=True, unbatched=False, dtypes=(torch.float64, torch.float32)))
 def test_fused_matches_reference_at_kernel_sizes(c):
+    if c.dtype == torch.float32:
+        # The module's own weights: an expanded weight's gradient sums
+        # thousands of terms, whose float32 rounding no tolerance on the
+        # sum bounds (float64 examples cover the weights' layouts).
+        c.weight_layouts = None
     fused, ref = modules(c, "reference")
     t = build_tensors(c)
     with num_threads(c.threads):
         out_f, g_f = run(fused, c, t)
     out_r, g_r = run(ref, c, t)
-    assert_close_all(out_f, out_r, **tolerance(c))
-    assert_close_all(g_f, g_r, **tolerance(c))
+    if c.dtype == torch.float64:
+        assert_close_all(out_f, out_r, **F64)
+        assert_close_all(g_f, g_r, **F64)
+        return
+    # float32 at these sizes drifts from the float32 reference by more than
+    # a fixed tolerance: each result must be about as close to float64 on
+    # the same values as that reference is, or within 1e-5 of its largest
+    # value (about 80 float32 ulps).
+    c64 = replace(c, dtype=torch.float64)
+    exact = modules(c64, "reference")[1]
+    exact.load_state_dict(fused.state_dict())
+    out_e, g_e = run(exact, c64, {k: (v[0].double(), v[1]) if isinstance(v, tuple) else v for k, v in t.items()})
+    for i, (f, r, e) in enumerate(zip([*out_f, *g_f], [*out_r, *g_r], [*out_e, *g_e])):
+        err_f, err_r = ((x.double() - e).abs().max().item() if e.numel() else 0.0 for x in (f, r))
+        assert err_f <= 4 * err_r + 1e-5 * max(1.0, e.abs().max().item()), (i, err_f, err_r)
 
 
 @FUZZ

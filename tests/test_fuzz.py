@@ -170,7 +170,10 @@ def cases(
     c.x_layout = draw(layouts(2 if c.unbatched else 3))
     if c.unbatched:
         c.h_layout, c.c_layout = draw(layouts(2)), draw(layouts(2))
-    if draw(st.booleans()):
+    # At kernel sizes float32 runs on the module's own weights: an expanded
+    # weight's gradient sums thousands of terms, whose float32 rounding no
+    # tolerance on the sum bounds (float64 examples cover the layouts).
+    if not (kernel_sizes and c.dtype == torch.float32) and draw(st.booleans()):
         names = [n for n, _ in nn.LSTM(c.I, c.H, **c.module_kwargs()).named_parameters()]
         c.weight_layouts = {n: draw(layouts(len(_param_shape(c, n)))) for n in names}
     return c
@@ -302,11 +305,6 @@ def test_fused_matches_reference(c):
 @FUZZ
 @given(cases(kernel_sizes=True, unbatched=False, dtypes=(torch.float64, torch.float32)))
 def test_fused_matches_reference_at_kernel_sizes(c):
-    if c.dtype == torch.float32:
-        # The module's own weights: an expanded weight's gradient sums
-        # thousands of terms, whose float32 rounding no tolerance on the
-        # sum bounds (float64 examples cover the weights' layouts).
-        c.weight_layouts = None
     fused, ref = modules(c, "reference")
     t = build_tensors(c)
     with num_threads(c.threads):

@@ -111,17 +111,33 @@ struct LstmFunction : public torch::autograd::Function<LstmFunction> {
   }
 };
 
+// Whether any differentiable argument satisfies `test`.
+template <typename F>
+bool any_differentiable(const LstmArgs& a, const F& test) {
+  if (test(a.input) || (a.hx && test(*a.hx)) || (a.cx && test(*a.cx))) return true;
+  return std::any_of(a.params.begin(), a.params.end(), test);
+}
+
 bool any_requires_grad(const LstmArgs& a) {
-  if (a.input.requires_grad()) return true;
-  if (a.hx && a.hx->requires_grad()) return true;
-  if (a.cx && a.cx->requires_grad()) return true;
-  return std::any_of(a.params.begin(), a.params.end(),
-                     [](const at::Tensor& p) { return p.requires_grad(); });
+  return any_differentiable(a, [](const at::Tensor& t) { return t.requires_grad(); });
+}
+
+// The op's derivative is a backward only. A forward-mode tangent
+// (torch.autograd.forward_ad, or torch.func.jvp and jacfwd, which run at
+// level 0 too) is refused, not dropped from outputs that would then look
+// constant; rnnkernels.LSTM runs such calls on the reference.
+void refuse_forward_ad(const LstmArgs& a, const char* op) {
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !any_differentiable(a, [](const at::Tensor& t) { return t._fw_grad(0).defined(); }),
+      "Trying to use forward AD with ", op,
+      " that does not support it; rnnkernels.LSTM runs such calls on rnnkernels.reference.lstm, "
+      "which does");
 }
 
 void lstm_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
                    torch::jit::Stack* stack) {
   const LstmArgs a = LstmArgs::read(*stack, stack->size() - LstmArgs::kCount);
+  refuse_forward_ad(a, "rnnkernels::lstm");
   if (!at::GradMode::is_enabled() || !any_requires_grad(a)) {
     op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
     return;
@@ -136,6 +152,7 @@ void lstm_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
 void forward_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
                       torch::jit::Stack* stack) {
   const LstmArgs a = LstmArgs::read(*stack, stack->size() - LstmArgs::kCount - 1);
+  refuse_forward_ad(a, "rnnkernels::lstm_forward");
   TORCH_CHECK(!at::GradMode::is_enabled() || !any_requires_grad(a),
               "rnnkernels.lstm_forward has no gradient of its own; call "
               "torch.ops.rnnkernels.lstm, whose autograd runs it");

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _extension, reference
@@ -66,14 +67,14 @@ class LSTM(nn.RNNBase):
             s += f", window={self.window}"
         return s
 
-    def _stack_fn(self, device: torch.device):
-        """The op that runs the whole stack here: the fused one, or the
-        reference with the same arguments."""
+    def _stack_fn(self, device: torch.device, tensors):
+        """The op that runs the whole stack here on `tensors` (its inputs, state
+        and weights): the fused one, or the reference with the same arguments."""
         if self.backend == "reference":
             return reference.lstm
         missing = _extension.missing_kernels(device)
         if missing is None:
-            return torch.ops.rnnkernels.lstm
+            return reference.lstm if _transformed(tensors) else torch.ops.rnnkernels.lstm
         if self.backend == "fused":
             raise RuntimeError(f"rnnkernels: backend='fused' cannot run here: {missing}")
         _extension.warn_fallback_once(missing)
@@ -123,7 +124,7 @@ class LSTM(nn.RNNBase):
         if run_dtype is not None:
             cast = lambda t: None if t is None else t.to(run_dtype)  # noqa: E731
             x, h, c, weights = cast(x), cast(h), cast(c), [cast(w) for w in weights]
-        output, h_n, c_n = self._stack_fn(x.device)(
+        output, h_n, c_n = self._stack_fn(x.device, (x, h, c, *weights))(
             x, h, c, weights, batch_sizes, reset, self.bias, self.num_layers, self.bidirectional,
             float(self.dropout), self.training, window,
         )  # fmt: skip
@@ -179,6 +180,21 @@ class LSTM(nn.RNNBase):
         if sorted_indices is not None:
             reset = reset.index_select(1, sorted_indices.to(reset.device))
         return reset.to(device).contiguous()
+
+
+def _transformed(tensors) -> bool:
+    """Whether a torch.func transform (grad, vjp, jacrev, jacfwd, jvp, hessian,
+    vmap) is running, or a forward-mode AD tangent rides on one of `tensors`.
+    The fused op's derivative is a backward in C++, which those cannot use, so
+    such a call runs on the reference, whose ATen ops they can. A trace for
+    torch.compile or torch.export keeps the fused op."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._are_functorch_transforms_active():
+        return True
+    return forward_ad._current_level >= 0 and any(
+        t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors
+    )
 
 
 def _autocast_dtype(x):

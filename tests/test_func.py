@@ -5,18 +5,20 @@ transforms and forward-mode AD cannot use: the module runs such calls on the
 reference, so that grad, jacrev, jacfwd, jvp, Hessian-vector products, vmap
 and torch.autograd.forward_ad give what they give on nn.LSTM. The oracles:
 nn.LSTM with copied weights under the same transform; a loop over sequences
-where nn.LSTM has no batching rule (vmap) or no forward derivative (packing);
-the step-by-step oracle of test_reset.py for windows and resets. The op
+or over models where nn.LSTM has no batching rule (vmap, ensembling) or no
+forward derivative (packing); the step-by-step oracle of test_reset.py for windows and resets. The op
 called directly refuses forward-mode AD rather than return outputs without
 tangents.
 """
+
+import copy
 
 import pytest
 import torch
 from test_op import CountOps
 from test_reset import oracle as step_oracle
 from torch.autograd import forward_ad
-from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vmap
+from torch.func import functional_call, grad, jacfwd, jacrev, jvp, stack_module_state, vmap
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from conftest import assert_close_all, lstm_pair, requires_extension
@@ -230,3 +232,14 @@ def test_the_fused_op_runs_unless_a_transform_needs_the_reference():
     with CountOps() as count:
         grad(loss(ours))(params, x, h0, c0)
     assert count.calls == []
+
+
+def test_model_ensembling_matches_each_model():
+    """torch.func's ensembling recipe: stacked weights of several models under
+    vmap, on a meta-device copy of the module."""
+    models = [lstm_pair(4, 5, seed=s, num_layers=2)[1] for s in range(3)]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    got = vmap(lambda p, b: functional_call(base, (p, b), (x,))[0])(params, buffers)
+    torch.testing.assert_close(got, torch.stack([m(x)[0] for m in models]), **F64)

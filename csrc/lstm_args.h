@@ -29,7 +29,7 @@ inline constexpr const char* kLstmForwardSchema =
     ", bool need_backward) -> (Tensor output, Tensor hy, Tensor cy, Tensor[] saved)";
 inline constexpr const char* kLstmBackwardSchema =
     "lstm_backward(Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, " RNNK_LSTM_ARGS
-    ", Tensor output, Tensor[] saved, bool need_input_grad) -> "
+    ", Tensor output, Tensor[] saved, bool need_input_grad, bool need_weight_grad) -> "
     "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor[] grad_params)";
 
 struct LstmArgs {
@@ -51,6 +51,12 @@ struct LstmArgs {
   // Dropout between layers runs: training, p > 0, more than one layer.
   bool dropout_active() const { return train && dropout > 0 && num_layers > 1; }
 };
+
+// Stack slots of lstm_forward's arguments (the shared ones, need_backward)
+// and of lstm_backward's (three gradients, the shared ones, output, saved,
+// need_input_grad, need_weight_grad), in schema order.
+inline constexpr size_t kForwardSlots = LstmArgs::kCount + 1;
+inline constexpr size_t kBackwardSlots = 3 + LstmArgs::kCount + 4;
 
 // Sizes the arguments imply, once they are checked.
 struct StackDims {

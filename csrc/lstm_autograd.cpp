@@ -94,6 +94,12 @@ struct LstmFunction : public torch::autograd::Function<LstmFunction> {
     s.emplace_back(v[5 + n]);
     s.emplace_back(saved);
     s.emplace_back(ctx->needs_input_grad(0));
+    // needs_input_grad counts the tensors given: input, hx and cx where
+    // present, then params.
+    const int64_t first_param = 1 + (a.hx ? 1 : 0) + (a.cx ? 1 : 0);
+    bool need_weight_grad = false;
+    for (int64_t i = 0; i < n; ++i) need_weight_grad |= ctx->needs_input_grad(first_param + i);
+    s.emplace_back(need_weight_grad);
     if (at::GradMode::is_enabled()) {
       // create_graph: through lstm_backward's own autograd (rnnkernels/ops.py)
       // so that second-order gradients are right.
@@ -151,7 +157,7 @@ void lstm_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
 // direct call that would need one is refused instead of recording nothing.
 void forward_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
                       torch::jit::Stack* stack) {
-  const LstmArgs a = LstmArgs::read(*stack, stack->size() - LstmArgs::kCount - 1);
+  const LstmArgs a = LstmArgs::read(*stack, stack->size() - kForwardSlots);
   refuse_forward_ad(a, "rnnkernels::lstm_forward");
   TORCH_CHECK(!at::GradMode::is_enabled() || !any_requires_grad(a),
               "rnnkernels.lstm_forward has no gradient of its own; call "

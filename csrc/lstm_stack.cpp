@@ -114,7 +114,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_fo
 std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_backward(
     const std::optional<at::Tensor>& grad_output, const std::optional<at::Tensor>& grad_hy,
     const std::optional<at::Tensor>& grad_cy, const LstmArgs& a, const at::Tensor& output,
-    const std::vector<at::Tensor>& saved, bool need_input_grad, const LayerKernels& kernels) {
+    const std::vector<at::Tensor>& saved, bool need_input_grad, bool need_weight_grad,
+    const LayerKernels& kernels) {
   const KernelScope scope;
   const StackDims d = check_args(a);
   const std::vector<SavedLayer> layers =
@@ -129,7 +130,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
   const at::Tensor reset = a.reset ? a.reset->contiguous() : at::Tensor();
   const bool* reset_ptr = reset.defined() ? reset.const_data_ptr<bool>() : nullptr;
 
-  std::vector<at::Tensor> dparams(a.params.size());
+  // Without need_weight_grad (no parameter needs a gradient: a frozen LSTM
+  // under a trained input, or autograd.grad with respect to the input alone)
+  // the weight GEMMs, a third of a training step's flops, are skipped and
+  // grad_params is empty, as ATen's RNN backwards do for an output_mask.
+  std::vector<at::Tensor> dparams(need_weight_grad ? a.params.size() : 0);
   // Gradient reaching the current layer's output, (rows, D*P) or undefined.
   at::Tensor grad_out =
       grad_output ? output_grad_rows(*grad_output, d.rows, d.D * d.P) : at::Tensor();
@@ -159,7 +164,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
           &steps, dir == 1, a.window, reset_ptr, s.gates[dir].contiguous(), cells[dir],
           y.narrow(1, dir * d.P, d.P), h0[g], c0[g],
           grad_out.defined() ? grad_out.narrow(1, dir * d.P, d.P) : at::Tensor(), w.w_hh, w.w_hr,
-          dhx[g], dcx[g], dG[dir], a.has_biases ? at::empty({4 * d.H}, opts) : at::Tensor(),
+          dhx[g], dcx[g], dG[dir],
+          a.has_biases && need_weight_grad ? at::empty({4 * d.H}, opts) : at::Tensor(),
           kernels.empty({d.rows, d.P}, opts),
           d.proj ? kernels.empty({d.rows, d.P}, opts) : at::Tensor(),
           d.proj ? kernels.empty({d.rows, d.H}, opts) : at::Tensor()});
@@ -176,17 +182,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     for (const auto dir : c10::irange(d.D)) {
       // The gradients that are one GEMM or reduction each over all steps.
       const LayerBackward& b = dirs[dir];
-      at::Tensor* dp = &dparams[(layer * d.D + dir) * d.per_group];
-      const std::vector<at::Tensor> dW = kernels.weight_grad(b.dG, {x, b.h_prev});
-      dp[0] = dW[0];
-      dp[1] = dW[1];
-      if (a.has_biases) {
-        dp[2] = b.dG_sum;
-        dp[3] = b.dG_sum.clone();
+      if (need_weight_grad) {
+        at::Tensor* dp = &dparams[(layer * d.D + dir) * d.per_group];
+        const std::vector<at::Tensor> dW = kernels.weight_grad(b.dG, {x, b.h_prev});
+        dp[0] = dW[0];
+        dp[1] = dW[1];
+        if (a.has_biases) {
+          dp[2] = b.dG_sum;
+          dp[3] = b.dG_sum.clone();
+        }
+        if (d.proj)
+          dp[a.has_biases ? 4 : 2] = d.rows > 0 ? kernels.weight_grad(b.dh_all, {b.r_all})[0]
+                                                : at::zeros({d.P, d.H}, opts);
       }
-      if (d.proj)
-        dp[a.has_biases ? 4 : 2] =
-            d.rows > 0 ? kernels.weight_grad(b.dh_all, {b.r_all})[0] : at::zeros({d.P, d.H}, opts);
       if (need_dx) add_input_grad(dx, b.dG, w_ih[dir], kernels);
     }
     if (layer > 0) {
@@ -202,7 +210,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
 }  // namespace
 
 void run_forward(torch::jit::Stack* stack, const LayerKernels& kernels) {
-  constexpr size_t n = LstmArgs::kCount + 1;
+  constexpr size_t n = kForwardSlots;
   const LstmArgs a = LstmArgs::read(*stack, stack->size() - n);
   const bool need_backward = stack->back().toBool();
   torch::jit::drop(*stack, n);
@@ -211,7 +219,7 @@ void run_forward(torch::jit::Stack* stack, const LayerKernels& kernels) {
 }
 
 void run_backward(torch::jit::Stack* stack, const LayerKernels& kernels) {
-  constexpr size_t n = 3 + LstmArgs::kCount + 3;
+  constexpr size_t n = kBackwardSlots;
   torch::jit::Stack& s = *stack;
   const size_t first = s.size() - n;
   const auto grad_output = s[first].toOptional<at::Tensor>();
@@ -222,9 +230,10 @@ void run_backward(torch::jit::Stack* stack, const LayerKernels& kernels) {
   const at::Tensor output = s[rest].toTensor();
   const std::vector<at::Tensor> saved = s[rest + 1].toTensorVector();
   const bool need_input_grad = s[rest + 2].toBool();
+  const bool need_weight_grad = s[rest + 3].toBool();
   torch::jit::drop(s, n);
-  auto [dx, dhx, dcx, dparams] =
-      stack_backward(grad_output, grad_hy, grad_cy, a, output, saved, need_input_grad, kernels);
+  auto [dx, dhx, dcx, dparams] = stack_backward(grad_output, grad_hy, grad_cy, a, output, saved,
+                                                need_input_grad, need_weight_grad, kernels);
   torch::jit::push(s, dx, dhx, dcx, dparams);
 }
 

@@ -213,8 +213,8 @@ def _register() -> None:
                 f"backward needs the {len(layout)} tensors a forward with need_backward=True saves, got {len(a.saved)}"
             )
         grad_input = x.new_empty(x.shape) if a.need_input_grad else x.new_empty(0)
-        return (grad_input, x.new_empty(d.L * d.D, d.B, d.P), x.new_empty(d.L * d.D, d.B, d.H),
-                [p.new_empty(p.shape) for p in a.params])  # fmt: skip
+        grad_params = [p.new_empty(p.shape) for p in a.params] if a.need_weight_grad else []
+        return grad_input, x.new_empty(d.L * d.D, d.B, d.P), x.new_empty(d.L * d.D, d.B, d.H), grad_params
 
     def setup_context(ctx, inputs, output):
         a = bind(backward_op, inputs, {})
@@ -224,6 +224,7 @@ def _register() -> None:
         ctx.save_for_backward(*tensors, *a.params, a.batch_sizes, a.reset, *masks)
         ctx.n_params = len(a.params)
         ctx.flags = (a.has_biases, a.num_layers, a.bidirectional, a.dropout, a.train, a.window, a.need_input_grad)
+        ctx.need_weight_grad = a.need_weight_grad
         ctx.n_saved = len(a.saved)
         ctx.set_materialize_grads(False)
 
@@ -255,7 +256,7 @@ def _register() -> None:
 
         # The incoming gradient of each first-order output; zero where none came.
         given = [g for g, t in zip([gg_input if need_input_grad else None, gg_hx, gg_cx], (x, hx, cx)) if t is not None]
-        given += list(gg_params) if gg_params is not None else [None] * n_params
+        given += list(gg_params) if ctx.need_weight_grad and gg_params is not None else [None] * n_params
         cotangents = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(given, primals))
         _, vjp = torch.func.vjp(first_order, *primals, *incoming)
         grads = iter(vjp(cotangents))
@@ -267,7 +268,7 @@ def _register() -> None:
             by_input[name] = None if t is None else next(grads)
         result = [by_input[n] for n in _BACKWARD_TENSORS]
         return (*result, param_grads, None, None, None, None, None, None, None, None, None,
-                [None] * ctx.n_saved, None)  # fmt: skip
+                [None] * ctx.n_saved, None, None)  # fmt: skip
 
     torch.library.register_autograd("rnnkernels::lstm_backward", double_backward, setup_context=setup_context)
 

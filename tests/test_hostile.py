@@ -420,7 +420,7 @@ def saved_forward(**kw):
     a = fwd_args(**kw)
     output, hy, cy, saved = torch.ops.rnnkernels.lstm_forward(*a.values(), True)
     return dict(grad_output=torch.ones_like(output), grad_hy=torch.ones_like(hy), grad_cy=torch.ones_like(cy), **a,
-                output=output, saved=saved, need_input_grad=True)  # fmt: skip
+                output=output, saved=saved, need_input_grad=True, need_weight_grad=True)  # fmt: skip
 
 
 def _replace_saved(k, make):
@@ -477,6 +477,16 @@ def test_direct_backward_accepts_strided_and_expanded_tensors(bidirectional, pro
     got = torch.ops.rnnkernels.lstm_backward(*b.values())
     for w, g in zip(want[:3] + tuple(want[3]), got[:3] + tuple(got[3])):
         assert torch.equal(w, g)
+
+
+@pytest.mark.parametrize("need_weight_grad", [True, False])
+def test_direct_backward_passes_opcheck(need_weight_grad):
+    """The fake kernel's results, weight gradients or none, are the real ones'."""
+    b = saved_forward(layers=2, bidirectional=True, proj=2)
+    b["need_weight_grad"] = need_weight_grad
+    torch.library.opcheck(torch.ops.rnnkernels.lstm_backward.default, tuple(b.values()))
+    got = torch.ops.rnnkernels.lstm_backward(*b.values())
+    assert len(got[3]) == (len(b["params"]) if need_weight_grad else 0)
 
 
 def test_zero_steps_and_empty_batches_are_fine():

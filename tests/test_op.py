@@ -194,13 +194,16 @@ def test_input_deeper_than_one_depth_block(dtype):
 
 
 class CountOps(TorchDispatchMode):
+    """The rnnkernels ops called under it: their names and arguments."""
+
     def __init__(self):
         super().__init__()
-        self.calls = []
+        self.calls, self.args = [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.namespace == "rnnkernels":
             self.calls.append(func.__name__)
+            self.args.append(args)
         return func(*args, **(kwargs or {}))
 
 
@@ -218,6 +221,38 @@ def test_one_call_per_forward_and_one_per_backward():
     with torch.no_grad(), CountOps() as count:
         m(x)
     assert count.calls == ["lstm.default"]
+
+
+def test_weight_gradients_only_when_a_parameter_needs_one():
+    """A backward from which no parameter needs a gradient (a frozen LSTM
+    under a trained input, or autograd.grad with respect to the input alone)
+    skips the weight GEMMs; the other gradients keep their bits."""
+    import rnnkernels
+
+    torch.manual_seed(0)
+    m = rnnkernels.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, dtype=torch.float64)
+    x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(4, 3, n, dtype=torch.float64, requires_grad=True) for n in (3, 6))
+
+    def backward(wrt):
+        y, (h, c) = m(x, state)
+        with CountOps() as count:
+            g = grads((y, h, c), wrt)
+        assert count.calls == ["lstm_backward.default"]
+        return g, count.args[0][-1]  # need_weight_grad
+
+    full, need = backward([x, *state, *m.parameters()])
+    assert need
+    for got, need_weights in (backward([x, *state]), backward([state[1]])):
+        assert not need_weights
+        assert all(torch.equal(g, w) for g, w in zip(got, (full[:3] if len(got) == 3 else full[2:3])))
+    m.requires_grad_(False)
+    got, need = backward([x, *state])
+    assert not need and all(torch.equal(g, w) for g, w in zip(got, full[:3]))
+    m.weight_hh_l1.requires_grad_(True)
+    got, need = backward([x, m.weight_hh_l1])
+    names = [n for n, _ in m.named_parameters()]
+    assert need and torch.equal(got[1], full[3 + names.index("weight_hh_l1")])
 
 
 def test_inference_saves_nothing():

@@ -74,7 +74,7 @@ struct NarrowCall {
 
 void forward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   torch::jit::Stack& s = *stack;
-  const size_t first = s.size() - (LstmArgs::kCount + 1);
+  const size_t first = s.size() - kForwardSlots;
   if (!narrow_float(s[first])) return run_forward(stack, kCpuKernels);
   const at::ScalarType dtype = s[first].toTensor().scalar_type();
   const NarrowCall call(dtype);
@@ -85,7 +85,7 @@ void forward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
 
 void backward_cpu(const c10::OperatorHandle&, torch::jit::Stack* stack) {
   torch::jit::Stack& s = *stack;
-  const size_t first = s.size() - (3 + LstmArgs::kCount + 3);
+  const size_t first = s.size() - kBackwardSlots;
   const size_t input = first + 3;
   if (!narrow_float(s[input])) return run_backward(stack, kCpuKernels);
   const at::ScalarType dtype = s[input].toTensor().scalar_type();

@@ -5,6 +5,7 @@
     python -m bench.probe features --config T,B,I,H --window 10 --reset 0.05   # what window/reset cost
     python -m bench.probe packed --config T,B,I,H --short 8   # one long sequence among short ones
     python -m bench.probe overhead --config T,B,I,H           # a 3-layer bidirectional stack, tiny sizes
+    python -m bench.probe frozen --config T,B,I,H             # a training step, the layer trained or frozen
     python -m bench.probe ways --config T,B,I,H --bidirectional  # each way the CPU loops share the threads
 
 Each subcommand times its calls round-robin in one process (bench.timing.interleaved),
@@ -204,6 +205,31 @@ def overhead(args):
               f"{median_ratio(b, a):.2f}x")  # fmt: skip
 
 
+def frozen(args):
+    """A training step whose input needs its gradient, the layer's weights
+    trained or frozen (requires_grad False: no weight gradients to compute)."""
+    T, B, I, H = args.config
+    torch.manual_seed(0)
+    ours = rnnkernels.LSTM(I, H)
+    x = torch.randn(T, B, I, requires_grad=True)
+
+    def calls(m):
+        def step(train):
+            def f():
+                m.requires_grad_(train)
+                torch.autograd.grad(m(x)[0].sum(), [x, *m.parameters()] if train else [x])
+
+            return f
+
+        return {"trained": step(True), "frozen": step(False)}
+
+    ms = against_nn_lstm(ours, calls, args.repeats)
+    print(f"T{T} B{B} I{I} H{H} float32 training step, threads {torch.get_num_threads()}")
+    for mode in ("trained", "frozen"):
+        a, b = ms[f"{mode} rnnkernels"], ms[f"{mode} nn.LSTM"]
+        print(f"{mode:8s} rnnkernels {np.median(a):8.3f} ms, nn.LSTM {np.median(b):8.3f} ms: {median_ratio(b, a):.2f}x")
+
+
 def ways(args):
     """Inference and a training step under each way the CPU time loops can share
     the threads (RNNKERNELS_CPU_SPLIT, and for two directions
@@ -269,6 +295,7 @@ def main(argv=None) -> None:
         (features, "100,16,256,256", "forward+backward plain, with window, with reset"),
         (packed, "400,32,256,256", "a packed batch of one long and many short sequences, against padded"),
         (overhead, "1,1,8,8", "the fixed cost of a call: 3-layer bidirectional, tiny sizes"),
+        (frozen, "35,32,512,512", "a training step, the layer's weights trained or frozen"),
         (ways, "50,16,256,256", "each way the CPU time loops can share the threads"),
     ):
         s = sub.add_parser(fn.__name__, parents=[common], help=what)
@@ -281,6 +308,7 @@ def main(argv=None) -> None:
     sub.choices["packed"].add_argument("--short", type=int, default=8, help="steps of the short sequences")
     sub.choices["packed"].set_defaults(repeats=9)
     sub.choices["overhead"].set_defaults(repeats=400)
+    sub.choices["frozen"].set_defaults(repeats=15)
     sub.choices["ways"].add_argument("--layers", type=int, default=1)
     sub.choices["ways"].add_argument("--bidirectional", action="store_true")
     sub.choices["ways"].add_argument("--proj", type=int, default=0)

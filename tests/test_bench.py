@@ -284,6 +284,7 @@ def test_run_end_to_end(tmp_path, capsys):
         ["features", "--config", "6,3,5,8", "--window", "2"],
         ["packed", "--config", "9,4,3,5", "--short", "2"],
         ["overhead", "--config", "1,1,3,4"],
+        ["frozen", "--config", "4,3,5,8"],
         ["ways", "--config", "4,3,5,8", "--bidirectional", "--proj", "3"],
     ],
     ids=lambda a: a[0],

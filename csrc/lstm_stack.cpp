@@ -144,10 +144,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> stack_ba
     const at::Tensor y =
         (layer + 1 == d.L ? output.reshape({d.rows, d.D * d.P}) : s.out).contiguous();
     const at::Tensor cells = s.cells.contiguous();
-    at::Tensor x;
+    at::Tensor x;  // the layer's input, for its weight gradient
     if (layer == 0) {
       x = a.input.reshape({d.rows, d.I});
-    } else {
+    } else if (need_weight_grad) {
       const SavedLayer& below = layers[layer - 1];
       x = below.mask.defined() ? below.out * below.mask : below.out;
     }

@@ -122,6 +122,21 @@ def test_penalty_and_hvp_match_nn_lstm(cfg):
     assert_close_all(penalty_and_hvp(ours, x, hx), penalty_and_hvp(ref, x, hx), **F64)
 
 
+def test_input_gradient_penalty_of_a_frozen_lstm_matches_nn_lstm():
+    """No parameter needs a gradient, so the first-order backward returns no
+    weight gradients; the second order is then taken with respect to the
+    input alone."""
+    ref, ours = lstm_pair(3, 4, num_layers=2, bidirectional=True)
+    results = []
+    for m in (ref, ours):
+        m.requires_grad_(False)
+        x = torch.randn(5, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        with generic_path():
+            (gx,) = torch.autograd.grad(m(x)[0].square().sum(), x, create_graph=True)
+            results.append([gx.detach(), *torch.autograd.grad(gx.square().sum(), x)])
+    assert_close_all(results[1], results[0], **F64)
+
+
 def test_penalty_and_hvp_with_resets_match_the_step_oracle():
     torch.manual_seed(0)
     m = rnnkernels.LSTM(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
